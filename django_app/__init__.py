@@ -1,0 +1,1 @@
+"""Django adapter for gunicorn-prom-ext (arrives with issue 5)."""

@@ -1,0 +1,1 @@
+"""Flask adapter for gunicorn-prom-ext (arrives with issue 6)."""
