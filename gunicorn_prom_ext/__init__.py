@@ -1,0 +1,1 @@
+"""gunicorn-prom-ext: Prometheus metrics for apps served by Gunicorn."""
