@@ -1,0 +1,384 @@
+"""The fifteen gunicorn server hooks, and how to chain them with a project's own.
+
+One PrometheusHooks instance serves one gunicorn process tree: the master part (the
+multiprocess directory, server state, the endpoint) is set up by the first master hook;
+the worker part (the request recorder) by post_fork in each worker.
+
+None of these hooks lets an exception reach gunicorn, where a master-side one would
+stop the whole server (FIELD-NOTES §1). The one deliberate exception is a ConfigError
+at start-up: gunicorn prints it as one "Error: …" line and exits 1 before serving.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from gunicorn_prom_ext.log import Log
+from gunicorn_prom_ext.server import ServerState, exit_reason_in_worker
+from gunicorn_prom_ext.settings import Settings
+from gunicorn_prom_ext.sources import load_settings
+from gunicorn_prom_ext.storage.directory import (
+    PRIVATE_DIR_ENV,
+    MultiprocDirectory,
+    ensure_multiprocess_mode,
+    prepare_directory,
+    remove_directory,
+)
+from gunicorn_prom_ext.storage.files import Counters, MetricFile, metric_file_path
+
+if TYPE_CHECKING:
+    from gunicorn_prom_ext.endpoint import MetricsEndpoint
+    from gunicorn_prom_ext.requests import RequestRecorder
+
+# Positional arity gunicorn checks for each hook (config.validate_callable).
+HOOK_ARITY: Mapping[str, int] = {
+    "on_starting": 1,
+    "on_reload": 1,
+    "when_ready": 1,
+    "pre_fork": 2,
+    "post_fork": 2,
+    "post_worker_init": 1,
+    "worker_int": 1,
+    "worker_abort": 1,
+    "pre_exec": 1,
+    "pre_request": 2,
+    "post_request": 4,
+    "child_exit": 2,
+    "worker_exit": 2,
+    "nworkers_changed": 3,
+    "on_exit": 1,
+}
+# For these the project's hook runs first and ours last (in a finally), so theirs still
+# sees the metrics directory and files in place.
+_TEARDOWN_HOOKS = frozenset({"worker_exit", "on_exit"})
+
+FAULTS_METRIC = "gunicorn_prom_ext_faults"
+FAULTS_HELP = "Faults gunicorn-prom-ext contained (logged once each), by kind."
+
+
+class PrometheusHooks:
+    """The hooks, as bound methods, plus the state they share within one process."""
+
+    def __init__(
+        self,
+        *,
+        framework: Mapping[str, object] | None = None,
+        command_line: Mapping[str, object] | None = None,
+        framework_source: str = "framework settings",
+    ) -> None:
+        # Nothing is read here: settings load in the master's first hook, after gunicorn
+        # has parsed its own configuration.
+        self._framework = framework
+        self._command_line = command_line
+        self._framework_source = framework_source
+        self.settings: Settings | None = None
+        self._directory: MultiprocDirectory | None = None
+        self._state: ServerState | None = None
+        self._endpoint: MetricsEndpoint | None = None
+        self._recorder: RequestRecorder | None = None
+        self._faults: Counters | None = None
+        self._logged: set[tuple[str, str]] = set()
+
+    # -- master ---------------------------------------------------------------------
+
+    def nworkers_changed(self, arbiter: Any, new_value: int, old_value: int | None) -> None:
+        # The first call comes from inside Arbiter.__init__, before a --preload app is
+        # imported: the earliest point to set the multiprocess directory.
+        if self._state is None:
+            self._start_master(arbiter)
+        try:
+            assert self._state is not None
+            self._state.workers_desired(new_value)
+        except Exception:
+            self._fault("hook", arbiter.log, "nworkers_changed")
+
+    def on_starting(self, arbiter: Any) -> None:
+        if self._state is None:  # nworkers_changed was replaced by a project's config
+            self._start_master(arbiter)
+
+    def when_ready(self, arbiter: Any) -> None:
+        try:
+            self._start_endpoint(arbiter)
+        except Exception:
+            self._fault("hook", arbiter.log, "when_ready")
+
+    def pre_fork(self, arbiter: Any, worker: Any) -> None:
+        try:
+            if self._state is not None:
+                self._state.worker_spawning(worker.age)
+        except Exception:
+            self._fault("hook", arbiter.log, "pre_fork")
+
+    def child_exit(self, arbiter: Any, worker: Any) -> None:
+        try:
+            if self._state is None or self._directory is None:
+                return
+            self._state.worker_exited(worker)
+            self._forget_worker_files(worker.pid)
+        except Exception:
+            self._fault("hook", arbiter.log, "child_exit")
+
+    def on_reload(self, arbiter: Any) -> None:
+        try:
+            if self._state is not None:
+                self._state.reloaded()
+        except Exception:
+            self._fault("hook", arbiter.log, "on_reload")
+
+    def pre_exec(self, arbiter: Any) -> None:
+        # Runs in the forked child that is about to exec the new master (USR2). Its
+        # environment is built from cfg.env_orig, so that is where the private
+        # directory is handed over.
+        try:
+            if self._directory is not None and self._directory.private:
+                arbiter.cfg.env_orig[PRIVATE_DIR_ENV] = self._directory.path
+        except Exception:
+            self._fault("hook", arbiter.log, "pre_exec")
+
+    def on_exit(self, arbiter: Any) -> None:
+        try:
+            if self._endpoint is not None:
+                self._endpoint.stop()
+                self._endpoint = None
+            # A USR2 child (reexec_pid) or parent (master_pid) still uses the directory.
+            if (
+                self._directory is not None
+                and not getattr(arbiter, "reexec_pid", 0)
+                and not getattr(arbiter, "master_pid", 0)
+            ):
+                remove_directory(self._directory)
+        except Exception:
+            self._fault("hook", arbiter.log, "on_exit")
+
+    # -- worker ---------------------------------------------------------------------
+
+    def post_fork(self, arbiter: Any, worker: Any) -> None:
+        try:
+            self._become_worker(worker)
+        except Exception:
+            self._fault("hook", worker.log, "post_fork")
+
+    def post_worker_init(self, worker: Any) -> None:
+        # The app is loaded now. If it imported prometheus_client it did so in
+        # multiprocess mode (the directory was exported by the master); say so if not.
+        try:
+            ensure_multiprocess_mode()
+        except Exception as exc:
+            self._log_once(worker.log, "post_worker_init", str(exc))
+
+    def worker_int(self, worker: Any) -> None:
+        # SIGINT/SIGQUIT: a quick but clean exit; worker_exit will note it as graceful.
+        pass
+
+    def worker_abort(self, worker: Any) -> None:
+        # The master has already flagged this worker as timed out (worker.aborted), and
+        # gunicorn runs post_request for the stuck request next: nothing to add here.
+        pass
+
+    def pre_request(self, worker: Any, req: Any) -> None:
+        recorder = self._recorder
+        if recorder is not None:
+            try:
+                recorder.request_started(req.method)
+            except Exception:
+                self._fault("request", worker.log, "pre_request")
+
+    def post_request(self, worker: Any, req: Any, environ: Any, resp: Any) -> None:
+        recorder = self._recorder
+        if recorder is not None:
+            try:
+                recorder.request_finished(environ, resp)
+            except Exception:
+                self._fault("request", worker.log, "post_request")
+
+    def worker_exit(self, arbiter: Any, worker: Any) -> None:
+        try:
+            if self._state is not None:
+                self._state.notes.leave(worker.age, exit_reason_in_worker(worker))
+        except Exception:
+            self._fault("hook", worker.log, "worker_exit")
+
+    # -- internals --------------------------------------------------------------------
+
+    def _start_master(self, arbiter: Any) -> None:
+        resolved = load_settings(
+            framework=self._framework,
+            command_line=self._command_line,
+            framework_source=self._framework_source,
+        )
+        settings = resolved.settings
+        reexec = "GUNICORN_PID" in os.environ
+        directory = prepare_directory(settings, reexec=reexec, environ=os.environ)
+        ensure_multiprocess_mode()
+        self.settings = settings
+        self._directory = directory
+        self._state = ServerState(start_time=time.time())
+        self._faults = _fault_counters(directory.path, settings.namespace)
+        arbiter.log.info(
+            "gunicorn-prom-ext: metrics directory %s (%s)",
+            directory.path,
+            "private" if directory.private else "shared",
+        )
+        _warn_unapplied_gunicorn_settings(arbiter.log, resolved.sources, settings)
+
+    def _start_endpoint(self, arbiter: Any) -> None:
+        if self.settings is None or self._directory is None or self._state is None:
+            return
+        # prometheus_client may be imported now that the directory is exported.
+        from prometheus_client.multiprocess import MultiProcessCollector
+        from prometheus_client.registry import CollectorRegistry
+
+        from gunicorn_prom_ext.collector import ServerCollector
+        from gunicorn_prom_ext.endpoint import MetricsEndpoint
+
+        registry = CollectorRegistry(auto_describe=False)
+        MultiProcessCollector(registry, path=self._directory.path)
+        registry.register(ServerCollector(arbiter, self._state, self.settings.namespace))
+        self._endpoint = MetricsEndpoint(
+            self.settings,
+            registry,
+            arbiter.log,
+            on_fault=lambda kind: self._count_fault(kind),
+        )
+        self._endpoint.start()
+
+    def _become_worker(self, worker: Any) -> None:
+        if self._endpoint is not None:
+            self._endpoint.close_inherited_socket()
+            self._endpoint = None
+        if self.settings is None or self._directory is None:
+            return
+        from gunicorn_prom_ext.requests import MetricNames, RequestRecorder
+
+        settings, path, pid = self.settings, self._directory.path, os.getpid()
+        self._faults = _fault_counters(path, settings.namespace)
+        self._recorder = RequestRecorder(
+            histograms=MetricFile(metric_file_path(path, "histogram", pid)),
+            gauges=MetricFile(metric_file_path(path, "gauge_livesum", pid)),
+            names=MetricNames(settings.namespace),
+            duration_buckets=settings.duration_buckets,
+            body_size_buckets=settings.body_size_buckets,
+            log=worker.log,
+        )
+
+    def _forget_worker_files(self, pid: int) -> None:
+        assert self._directory is not None
+        path = self._directory.path
+        # A dead worker's in-flight requests must not stay "active" forever.
+        try:
+            os.remove(metric_file_path(path, "gauge_livesum", pid))
+        except FileNotFoundError:
+            pass
+        from prometheus_client.multiprocess import mark_process_dead
+
+        mark_process_dead(pid, path)  # the app's own live gauges
+
+    def _fault(self, kind: str, log: Log, where: str) -> None:
+        """Contain an exception from one of our hooks: count it, log it once."""
+        self._count_fault(kind)
+        if (kind, where) not in self._logged:
+            self._logged.add((kind, where))
+            log.exception("gunicorn-prom-ext: %s hook failed (further failures counted in %s)",
+                          where, FAULTS_METRIC + "_total")
+
+    def _count_fault(self, kind: str) -> None:
+        try:
+            if self._faults is not None:
+                self._faults.inc(kind)
+        except Exception:
+            pass  # counting must never become a second fault (e.g. a full disk)
+
+    def _log_once(self, log: Log, where: str, message: str) -> None:
+        if ("log", where) not in self._logged:
+            self._logged.add(("log", where))
+            log.error("gunicorn-prom-ext: %s", message)
+
+
+def _fault_counters(directory: str, namespace: str) -> Counters:
+    name = f"{namespace}_{FAULTS_METRIC}" if namespace else FAULTS_METRIC
+    file = MetricFile(metric_file_path(directory, "counter", os.getpid()))
+    return Counters(file, name, FAULTS_HELP, ["kind"])
+
+
+def _warn_unapplied_gunicorn_settings(
+    log: Log, sources: Mapping[str, str], settings: Settings
+) -> None:
+    # The seed layout's `gunicorn:` section is accepted, but under plain gunicorn only
+    # gunicorn's own command line and config file decide its settings.
+    flags = {"gunicorn_workers": "--workers", "gunicorn_timeout": "--timeout",
+             "gunicorn_keepalive": "--keep-alive"}
+    for field_name, flag in flags.items():
+        value = getattr(settings, field_name)
+        if value is not None:
+            log.warning(
+                "gunicorn-prom-ext: %s=%s (%s) is not applied by plain gunicorn; pass %s %s",
+                field_name, value, sources.get(field_name, "?"), flag, value,
+            )
+
+
+# -- chaining with a project's own hooks ------------------------------------------------
+
+Hook = Callable[..., Any]
+
+
+def _normalised(name: str, theirs: Hook) -> Hook:
+    """gunicorn accepts post_request with 2, 3 or 4 arguments; call it as gunicorn would."""
+    if name != "post_request":
+        return theirs
+    from gunicorn.config import validate_post_request
+
+    adapted: Hook = validate_post_request(theirs)
+    return adapted
+
+
+def chain(name: str, ours: Hook, theirs: Hook) -> Hook:
+    """One hook of gunicorn's exact arity that runs ours and the project's.
+
+    Ours never raises, so the project's exceptions reach gunicorn exactly as if theirs
+    were installed alone.
+    """
+    theirs = _normalised(name, theirs)
+    teardown = name in _TEARDOWN_HOOKS
+
+    def run(*args: Any) -> Any:
+        if teardown:
+            try:
+                return theirs(*args)
+            finally:
+                ours(*args)
+        ours(*args)
+        return theirs(*args)
+
+    arity = HOOK_ARITY[name]
+    # gunicorn counts positional parameters, so *args will not do.
+    wrappers: dict[int, Hook] = {
+        1: lambda a: run(a),
+        2: lambda a, b: run(a, b),
+        3: lambda a, b, c: run(a, b, c),
+        4: lambda a, b, c, d: run(a, b, c, d),
+    }
+    wrapper = wrappers[arity]
+    wrapper.__name__ = name
+    wrapper.__qualname__ = f"chained_{name}"
+    return wrapper
+
+
+def install_hooks(
+    namespace: MutableMapping[str, Any], hooks: PrometheusHooks | None = None
+) -> PrometheusHooks:
+    """Put every hook into a gunicorn config namespace, chained with any already there.
+
+    In a gunicorn.conf.py, call ``install_hooks(globals())`` after defining your own hooks.
+    """
+    if hooks is None:
+        from gunicorn_prom_ext import gunicorn_conf
+
+        hooks = gunicorn_conf.hooks
+    for name in HOOK_ARITY:
+        ours = getattr(hooks, name)
+        theirs = namespace.get(name)
+        namespace[name] = chain(name, ours, theirs) if callable(theirs) else ours
+    return hooks

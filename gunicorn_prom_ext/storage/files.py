@@ -1,0 +1,175 @@
+"""Write prometheus_client's multiprocess file format, so its collector reads our series.
+
+prometheus_client's own writer takes a process-wide lock and checks the pid on every
+operation; the request path here writes a handful of doubles per request, so it keeps
+its own positions and values and writes them straight into the mapping. The format
+(see ``prometheus_client.mmap_dict``): a 4-byte "used" length, 4 bytes of padding, then
+entries of a 4-byte key length, the UTF-8 JSON key padded to 8-byte alignment, and two
+doubles (value, timestamp).
+
+Each process writes only files it alone owns (``<type>_gpe-<pid>.db``); the name's
+first part is what prometheus_client's collector reads as the metric type.
+
+This module must not import prometheus_client: it is imported before the multiprocess
+directory is set, and importing prometheus_client then would freeze it in
+single-process mode.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import mmap
+import os
+import struct
+import threading
+from collections.abc import Iterator, Sequence
+
+_INITIAL_SIZE = 1 << 16
+_INT = struct.Struct("i")
+_DOUBLE = struct.Struct("d")
+_TWO_DOUBLES = struct.Struct("dd")
+
+
+def series_key(metric_name: str, sample_name: str, labels: dict[str, str], help_text: str) -> str:
+    """The key prometheus_client stores a sample under (``mmap_dict.mmap_key``)."""
+    return json.dumps([metric_name, sample_name, labels, help_text], sort_keys=True)
+
+
+def le_label(bound: float) -> str:
+    # The collector parses `le` with float() and formats it again, so any exact
+    # float spelling works; "+Inf" is the one spelling float() and Go agree on.
+    return "+Inf" if bound == math.inf else repr(float(bound))
+
+
+def metric_file_path(directory: str, kind: str, pid: int) -> str:
+    """``kind`` is ``histogram``, ``counter`` or ``gauge_<mode>`` (e.g. ``gauge_livesum``)."""
+    return os.path.join(directory, f"{kind}_gpe-{pid}.db")
+
+
+def read_entries(data: bytes | mmap.mmap) -> Iterator[tuple[str, float, int]]:
+    """Yield (key, value, value offset) of every entry; raise ValueError if corrupt."""
+    if len(data) < 8:
+        raise ValueError("file shorter than its header")
+    used = _INT.unpack_from(data, 0)[0]
+    if used < 8 or used > len(data):
+        raise ValueError(f"header says {used} bytes used, file has {len(data)}")
+    pos = 8
+    while pos < used:
+        key_len = _INT.unpack_from(data, pos)[0]
+        value_pos = pos + 4 + key_len + (8 - (key_len + 4) % 8)
+        if key_len <= 0 or value_pos + 16 > used:
+            raise ValueError(f"entry at offset {pos} runs past the used length")
+        key = bytes(data[pos + 4 : pos + 4 + key_len]).decode("utf-8")
+        yield key, _DOUBLE.unpack_from(data, value_pos)[0], value_pos
+        pos = value_pos + 16
+
+
+class MetricFile:
+    """One process's file of samples: add a key once, then set its value cheaply.
+
+    Not thread safe: callers that write from several threads hold their own lock.
+    Space is reserved with posix_fallocate before it is used, so a full disk shows up
+    as an OSError here instead of a SIGBUS when the mapping is written.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        size = os.fstat(self._fd).st_size
+        self._values: dict[str, float] = {}
+        self._positions: dict[str, int] = {}
+        if size == 0:
+            self._reserve(_INITIAL_SIZE)
+            size = _INITIAL_SIZE
+        self._map = mmap.mmap(self._fd, size)
+        self._used = _INT.unpack_from(self._map, 0)[0]
+        if self._used == 0:
+            self._used = 8
+            self._map[0:4] = _INT.pack(8)
+        else:
+            # A reused pid finds its predecessor's file: carry on from its values,
+            # which keeps the sums right.
+            for key, value, pos in read_entries(self._map):
+                self._positions[key] = pos
+                self._values[key] = value
+
+    def _reserve(self, size: int) -> None:
+        if hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(self._fd, 0, size)
+        else:  # pragma: no cover - macOS
+            os.ftruncate(self._fd, size)
+
+    def position(self, key: str) -> int:
+        """Offset of the key's value, adding the key (value 0) on first use."""
+        pos = self._positions.get(key)
+        if pos is None:
+            pos = self._append(key)
+        return pos
+
+    def stored_value(self, key: str) -> float:
+        """The value found in the file when it was opened (0 for a new key).
+
+        Writers keep their own running values; this seeds them, so a reused file
+        (same pid again) continues from where its predecessor stopped.
+        """
+        return self._values.get(key, 0.0)
+
+    def _append(self, key: str) -> int:
+        encoded = key.encode("utf-8")
+        padded = encoded + b" " * (8 - (len(encoded) + 4) % 8)
+        entry = _INT.pack(len(encoded)) + padded + _TWO_DOUBLES.pack(0.0, 0.0)
+        end = self._used + len(entry)
+        if end > len(self._map):
+            new_size = len(self._map)
+            while new_size < end:
+                new_size *= 2
+            self._reserve(new_size)
+            self._map.resize(new_size)
+        self._map[self._used : end] = entry
+        self._used = end
+        # Publish the entry only once it is complete: a reader stops at `used`.
+        self._map[0:4] = _INT.pack(end)
+        pos = end - 16
+        self._positions[key] = pos
+        return pos
+
+    def write(self, pos: int, value: float) -> None:
+        # Slice assignment, not pack_into: pack_into zeroes the bytes first, and a
+        # concurrent reader could see 0 (prometheus_client notes the same).
+        self._map[pos : pos + 8] = _DOUBLE.pack(value)
+
+    def close(self) -> None:
+        try:
+            self._map.close()
+        finally:
+            os.close(self._fd)
+
+
+class Counters:
+    """A few rarely-bumped counters keyed by label values, kept in one MetricFile."""
+
+    def __init__(
+        self, file: MetricFile, metric_name: str, help_text: str, label_names: Sequence[str]
+    ) -> None:
+        self._file = file
+        self._metric_name = metric_name
+        self._help = help_text
+        self._label_names = tuple(label_names)
+        # label values -> [position, running value]
+        self._series: dict[tuple[str, ...], list[float]] = {}
+        self._lock = threading.Lock()
+
+    def inc(self, *label_values: str, amount: float = 1.0) -> None:
+        with self._lock:
+            self._inc(label_values, amount)
+
+    def _inc(self, label_values: tuple[str, ...], amount: float) -> None:
+        series = self._series.get(label_values)
+        if series is None:
+            labels = dict(zip(self._label_names, label_values, strict=True))
+            key = series_key(self._metric_name, self._metric_name + "_total", labels, self._help)
+            pos = self._file.position(key)
+            series = self._series[label_values] = [pos, self._file.stored_value(key)]
+        series[1] += amount
+        self._file.write(int(series[0]), series[1])
