@@ -11,6 +11,7 @@ at start-up: gunicorn prints it as one "Error: …" line and exits 1 before serv
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Mapping, MutableMapping
@@ -235,7 +236,7 @@ class PrometheusHooks:
         from gunicorn_prom_ext.endpoint import MetricsEndpoint
 
         registry = CollectorRegistry(auto_describe=False)
-        MultiProcessCollector(registry, path=self._directory.path)
+        MultiProcessCollector(registry, path=self._directory.path)  # type: ignore[no-untyped-call]
         registry.register(ServerCollector(arbiter, self._state, self.settings.namespace))
         self._endpoint = MetricsEndpoint(
             self.settings,
@@ -268,13 +269,11 @@ class PrometheusHooks:
         assert self._directory is not None
         path = self._directory.path
         # A dead worker's in-flight requests must not stay "active" forever.
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.remove(metric_file_path(path, "gauge_livesum", pid))
-        except FileNotFoundError:
-            pass
         from prometheus_client.multiprocess import mark_process_dead
 
-        mark_process_dead(pid, path)  # the app's own live gauges
+        mark_process_dead(pid, path)  # type: ignore[no-untyped-call]  # the app's live gauges
 
     def _fault(self, kind: str, log: Log, where: str) -> None:
         """Contain an exception from one of our hooks: count it, log it once."""

@@ -83,7 +83,7 @@ class MetricFile:
             self._reserve(_INITIAL_SIZE)
             size = _INITIAL_SIZE
         self._map = mmap.mmap(self._fd, size)
-        self._used = _INT.unpack_from(self._map, 0)[0]
+        self._used: int = _INT.unpack_from(self._map, 0)[0]
         if self._used == 0:
             self._used = 8
             self._map[0:4] = _INT.pack(8)
