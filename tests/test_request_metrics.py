@@ -69,7 +69,9 @@ def test_exact_counts_by_method_route_status(gunicorn_factory: GunicornFactory) 
     )
 
 
-def test_active_requests_gauge_follows_in_flight_requests(gunicorn_factory: GunicornFactory) -> None:
+def test_active_requests_gauge_follows_in_flight_requests(
+    gunicorn_factory: GunicornFactory,
+) -> None:
     g = gunicorn_factory("testapp:app", "--threads", "4").start()
     clients = [threading.Thread(target=g.request, args=("/sleep/1.5",)) for _ in range(3)]
     for t in clients:
