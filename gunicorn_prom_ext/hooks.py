@@ -11,6 +11,7 @@ at start-up: gunicorn prints it as one "Error: …" line and exits 1 before serv
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import time
@@ -144,15 +145,24 @@ class PrometheusHooks:
             if self._endpoint is not None:
                 self._endpoint.stop()
                 self._endpoint = None
-            # A USR2 child (reexec_pid) or parent (master_pid) still uses the directory.
-            if (
-                self._directory is not None
-                and not getattr(arbiter, "reexec_pid", 0)
-                and not getattr(arbiter, "master_pid", 0)
-            ):
-                remove_directory(self._directory)
+            self._release_directory(arbiter, os.getpid())
         except Exception:
             self._fault("hook", arbiter.log, "on_exit")
+
+    def _release_directory(self, arbiter: Any, master_pid: int) -> None:
+        """Remove a private directory once no master generation needs it any more.
+
+        Runs from on_exit and, for a master that dies before it (a project's when_ready
+        raising, a crash of the main loop), from atexit.
+        """
+        directory = self._directory
+        if directory is None or os.getpid() != master_pid:
+            return  # a forked worker runs the master's atexit handlers too
+        # A USR2 child (reexec_pid) or parent (master_pid) still uses the directory.
+        if getattr(arbiter, "reexec_pid", 0) or getattr(arbiter, "master_pid", 0):
+            return
+        remove_directory(directory)
+        self._directory = None
 
     # -- worker ---------------------------------------------------------------------
 
@@ -211,11 +221,12 @@ class PrometheusHooks:
             framework_source=self._framework_source,
         )
         settings = resolved.settings
+        ensure_multiprocess_mode()
         reexec = "GUNICORN_PID" in os.environ
         directory = prepare_directory(settings, reexec=reexec, environ=os.environ)
-        ensure_multiprocess_mode()
         self.settings = settings
         self._directory = directory
+        atexit.register(self._release_directory, arbiter, os.getpid())
         self._state = ServerState(start_time=time.time())
         self._faults = _fault_counters(directory.path, settings.namespace)
         arbiter.log.info(

@@ -1,0 +1,245 @@
+"""What the hooks cost: the same app served bare and instrumented, side by side.
+
+A script, not a pytest test (pytest only collects test_*.py):
+
+    .venv/bin/python tests/bench_overhead.py [--rounds 5] [--seconds 5] [--variant wsgi]
+
+Per variant, two gunicorn servers run at once on different ports, each with one sync worker
+pinned to core 0: BARE (no config) and INSTRUMENTED (-c python:gunicorn_prom_ext.gunicorn_conf).
+wrk, pinned to core 1, loads one of them at a time, alternating bare/instrumented for each
+round, so drifts in machine speed hit both alike. Per round we record throughput and the
+worker's CPU time (user+system, from psutil) divided by the requests wrk completed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+from harness import DEFAULT_CONFIG, REPO_ROOT, Gunicorn, GunicornError
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One app to compare; later issues add Django/Flask entries to VARIANTS."""
+
+    name: str
+    app: str  # gunicorn's APP_MODULE
+    cwd: Path  # directory the app module is imported from
+    extra_args: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+
+
+VARIANTS: list[Variant] = [
+    Variant("wsgi", "app:app", REPO_ROOT / "example_projects" / "hello_wsgi"),
+]
+
+
+@dataclass
+class Round:
+    variant: str
+    mode: str  # "bare" | "instrumented"
+    index: int
+    rps: float
+    requests: int
+    errors: int
+    cpu_s: float
+
+    @property
+    def us_per_request(self) -> float:
+        return self.cpu_s / self.requests * 1e6 if self.requests else float("nan")
+
+
+def run_wrk(wrk: str, url: str, seconds: float, connections: int, load_core: int | None) -> str:
+    cmd = [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", url]
+    if load_core is not None:
+        cmd = ["taskset", "-c", str(load_core), *cmd]
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+
+
+def parse_wrk(out: str) -> tuple[float, int, int]:
+    """(requests/s, requests completed, errors) from wrk's summary."""
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    if not rps or not total:
+        raise RuntimeError(f"cannot parse wrk output:\n{out}")
+    errors = 0
+    if m := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out):
+        errors += int(m.group(1))
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        errors += sum(int(g) for g in m.groups())
+    return float(rps.group(1)), int(total.group(1)), errors
+
+
+def the_worker(server: Gunicorn) -> psutil.Process:
+    pids = server.worker_pids()
+    if len(pids) != 1:
+        raise RuntimeError(f"expected 1 worker, found {pids}\n{server.log_text()}")
+    return psutil.Process(pids[0])
+
+
+def cpu_seconds(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return t.user + t.system
+
+
+def measure(
+    server: Gunicorn, variant: str, mode: str, index: int, args: argparse.Namespace, wrk: str
+) -> Round:
+    worker = the_worker(server)
+    before = cpu_seconds(worker)
+    out = run_wrk(wrk, server.app_url, args.seconds, args.connections, args.load_core)
+    after = cpu_seconds(worker)
+    if the_worker(server).pid != worker.pid:  # a restarted worker would void the CPU figure
+        raise RuntimeError(f"{mode} worker restarted during round {index}\n{server.log_text()}")
+    rps, requests, errors = parse_wrk(out)
+    return Round(variant, mode, index, rps, requests, errors, after - before)
+
+
+def pin(server: Gunicorn, core: int | None) -> None:
+    """Master and worker on one core (the worker is what we measure; the master idles)."""
+    if core is None:
+        return
+    for pid in [server.master_pid, *server.worker_pids()]:
+        os.sched_setaffinity(pid, {core})
+
+
+def bench_variant(
+    variant: Variant, args: argparse.Namespace, wrk: str, tmp: str
+) -> tuple[list[Round], list[Round]]:
+    def server(config: str | None) -> Gunicorn:
+        return Gunicorn(
+            variant.app,
+            "-k",
+            "sync",
+            *variant.extra_args,
+            config=config,
+            cwd=str(variant.cwd),
+            env=variant.env,
+            tmp_dir=tmp,
+        )
+
+    servers = {"bare": server(None)}
+    if not args.bare_only:
+        servers["instr"] = server(DEFAULT_CONFIG)
+    rounds: dict[str, list[Round]] = {mode: [] for mode in servers}
+    with contextlib.ExitStack() as stack:
+        for s in servers.values():
+            stack.enter_context(s.start())
+            pin(s, args.server_core)
+        # Warm-up: imports, lazily created metric children, caches.
+        sent = {
+            mode: parse_wrk(run_wrk(wrk, s.app_url, 1, args.connections, args.load_core))[1]
+            for mode, s in servers.items()
+        }
+        for i in range(1, args.rounds + 1):
+            for mode, s in servers.items():
+                r = measure(s, variant.name, mode, i, args, wrk)
+                rounds[mode].append(r)
+                sent[mode] += r.requests
+                print(
+                    f"{r.variant:<8} {r.index:>5} {r.mode:<6} {r.rps:>10.1f} {r.requests:>9} "
+                    f"{r.errors:>6} {r.us_per_request:>10.1f}",
+                    flush=True,
+                )
+        if "instr" in servers:
+            # Sanity check that the hooks saw the load (wrk may count a few requests less:
+            # those cut off at the end of a run are served but not completed).
+            samples = servers["instr"].metrics()
+            recorded = sum(
+                v for (n, _), v in samples.items() if n.endswith("request_duration_seconds_count")
+            )
+            print(
+                f"{variant.name:<8} metrics page: {len(samples)} samples, {recorded:.0f} requests "
+                f"recorded, {sent['instr']} completed by wrk",
+                flush=True,
+            )
+    return rounds["bare"], rounds.get("instr", [])
+
+
+def summarize(name: str, bare: list[Round], inst: list[Round]) -> None:
+    med = statistics.median
+    print(f"\n== {name}: medians over {len(bare)} rounds")
+    print(f"  req/s            bare {med(r.rps for r in bare):10.1f}", end="")
+    if inst:
+        # Paired per round (bare i and instrumented i ran back to back), then the median.
+        ratio = med(i.rps / b.rps for b, i in zip(bare, inst, strict=True))
+        print(f"   instrumented {med(r.rps for r in inst):10.1f}   ratio {ratio:.3f}", end="")
+    print()
+    print(f"  CPU µs/request   bare {med(r.us_per_request for r in bare):10.1f}", end="")
+    if inst:
+        added = med(i.us_per_request - b.us_per_request for b, i in zip(bare, inst, strict=True))
+        print(
+            f"   instrumented {med(r.us_per_request for r in inst):10.1f}   added {added:+.1f}",
+            end="",
+        )
+    print()
+    errors = sum(r.errors for r in bare + inst)
+    if errors:
+        print(f"  WARNING: {errors} failed requests (non-2xx/3xx or socket errors)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    names = [v.name for v in VARIANTS]
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--seconds", type=float, default=5.0, help="wrk duration of one round")
+    p.add_argument("--connections", type=int, default=4, help="wrk -c")
+    p.add_argument(
+        "--variant", action="append", choices=names, help=f"repeatable; default: {names[0]}"
+    )
+    p.add_argument(
+        "--bare-only", action="store_true", help="only the bare server (no hooks needed)"
+    )
+    p.add_argument("--server-core", type=int, default=0)
+    p.add_argument("--load-core", type=int, default=1)
+    args = p.parse_args(argv)
+    args.seconds = max(1, round(args.seconds))  # wrk takes whole seconds
+
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        print(
+            "bench_overhead: wrk not found; install it (apt-get install wrk, or run "
+            "bash scripts/bootstrap.sh as root)",
+            file=sys.stderr,
+        )
+        return 2
+    cores = os.sched_getaffinity(0)
+    if args.server_core not in cores or args.load_core not in cores or not shutil.which("taskset"):
+        print(
+            f"bench_overhead: cores {sorted(cores)} available; running without pinning "
+            "(figures are noisier)",
+            file=sys.stderr,
+        )
+        args.server_core = args.load_core = None
+
+    selected = [v for v in VARIANTS if v.name in (args.variant or names[:1])]
+    print(
+        f"{'variant':<8} {'round':>5} {'mode':<6} {'req/s':>10} {'requests':>9} "
+        f"{'errors':>6} {'CPU µs/req':>10}"
+    )
+    results: list[tuple[str, list[Round], list[Round]]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
+        for variant in selected:
+            try:
+                results.append((variant.name, *bench_variant(variant, args, wrk, tmp)))
+            except (GunicornError, RuntimeError, subprocess.CalledProcessError) as exc:
+                print(f"bench_overhead: {variant.name}: {exc}", file=sys.stderr)
+                return 1
+    for name, bare, inst in results:
+        summarize(name, bare, inst)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
