@@ -7,9 +7,11 @@ import ssl
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import trustme
 from harness import Gunicorn
 
+pytestmark = pytest.mark.slow
 GunicornFactory = Callable[..., Gunicorn]
 
 

@@ -11,10 +11,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import psutil
+import pytest
 from harness import Gunicorn, require_tool
 
 from gunicorn_prom_ext.requests import STANDARD_METHODS
 
+pytestmark = pytest.mark.slow
 GunicornFactory = Callable[..., Gunicorn]
 COUNT = "http_server_request_duration_seconds_count"
 
