@@ -240,14 +240,21 @@ class PrometheusHooks:
         if self.settings is None or self._directory is None or self._state is None:
             return
         # prometheus_client may be imported now that the directory is exported.
-        from prometheus_client.multiprocess import MultiProcessCollector
         from prometheus_client.registry import CollectorRegistry
 
         from gunicorn_prom_ext.collector import ServerCollector
         from gunicorn_prom_ext.endpoint import MetricsEndpoint
+        from gunicorn_prom_ext.storage.reader import FilesCollector
+
+        log = arbiter.log
+
+        def bad_file(path: str, problem: str) -> None:
+            self._count_fault("storage")
+            log.error("gunicorn-prom-ext: skipped unreadable metrics file %s (%s); moved "
+                      "aside as %s.corrupt", path, problem, os.path.basename(path))
 
         registry = CollectorRegistry(auto_describe=False)
-        MultiProcessCollector(registry, path=self._directory.path)  # type: ignore[no-untyped-call]
+        registry.register(FilesCollector(self._directory.path, bad_file))
         registry.register(ServerCollector(arbiter, self._state, self.settings.namespace))
         self._endpoint = MetricsEndpoint(
             self.settings,

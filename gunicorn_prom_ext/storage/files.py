@@ -17,6 +17,7 @@ single-process mode.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import mmap
@@ -75,14 +76,13 @@ class MetricFile:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        size = os.fstat(self._fd).st_size
         self._values: dict[str, float] = {}
         self._positions: dict[str, int] = {}
-        if size == 0:
-            self._reserve(_INITIAL_SIZE)
-            size = _INITIAL_SIZE
-        self._map = mmap.mmap(self._fd, size)
+        try:
+            self._fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            self._fd = self._create(path)
+        self._map = mmap.mmap(self._fd, os.fstat(self._fd).st_size)
         self._used: int = _INT.unpack_from(self._map, 0)[0]
         if self._used == 0:
             self._used = 8
@@ -93,6 +93,23 @@ class MetricFile:
             for key, value, pos in read_entries(self._map):
                 self._positions[key] = pos
                 self._values[key] = value
+
+    def _create(self, path: str) -> int:
+        # Built under a name the collector does not read, then renamed into place: a
+        # scrape must never find a half-made file (a 0-byte .db fails the whole scrape).
+        tmp = f"{path}.{os.getpid()}.new"
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            self._fd = fd
+            self._reserve(_INITIAL_SIZE)
+            os.pwrite(fd, _INT.pack(8), 0)
+            os.rename(tmp, path)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
+        return fd
 
     def _reserve(self, size: int) -> None:
         if hasattr(os, "posix_fallocate"):
