@@ -79,11 +79,11 @@ def test_no_subcommand_prints_usage_and_exits_2() -> None:
     assert result.stderr.startswith("usage: gunicorn-prom-ext")
 
 
-def test_configuration_modules_do_not_import_prometheus_client() -> None:
+def test_package_and_gunicorn_conf_do_not_import_prometheus_client() -> None:
     # prometheus_client picks its value class at import; importing it before the
     # multiprocess directory is set would silently break multiprocess mode.
     code = (
-        "import sys, gunicorn_prom_ext.sources, gunicorn_prom_ext.cli; "
+        "import sys, gunicorn_prom_ext, gunicorn_prom_ext.gunicorn_conf, gunicorn_prom_ext.cli; "
         "print('prometheus_client' in sys.modules)"
     )
     result = run("-c", code)
