@@ -38,7 +38,14 @@ def prepare_directory(
     this run's); a USR2 re-exec must not, because the old generation is still writing.
     """
     handed_over = environ.pop(PRIVATE_DIR_ENV, None)
-    if reexec and handed_over and os.path.isdir(handed_over):
+    configured = os.path.abspath(settings.multiproc_dir) if settings.multiproc_dir else None
+    # Handed over by the previous master (USR2) or by a framework command that made it
+    # before importing the app (launcher.py): ours to remove at exit.
+    if (
+        handed_over
+        and os.path.isdir(handed_over)
+        and (reexec or configured in (None, os.path.abspath(handed_over)))
+    ):
         directory = MultiprocDirectory(handed_over, private=True)
     elif settings.multiproc_dir:
         path = os.path.abspath(settings.multiproc_dir)
@@ -68,6 +75,12 @@ def remove_directory(directory: MultiprocDirectory) -> None:
         shutil.rmtree(directory.path, ignore_errors=True)
 
 
+def prometheus_client_single_process() -> bool:
+    """Whether prometheus_client is imported and has chosen in-memory values."""
+    values = sys.modules.get("prometheus_client.values")
+    return values is not None and getattr(values, "ValueClass", None) is values.MutexValue
+
+
 def ensure_multiprocess_mode() -> None:
     """Refuse to start when prometheus_client already chose single-process storage.
 
@@ -75,8 +88,7 @@ def ensure_multiprocess_mode() -> None:
     directory was set keeps every app metric in memory, and every worker forked from
     it inherits that, so the endpoint would silently show nothing of them.
     """
-    values = sys.modules.get("prometheus_client.values")
-    if values is None or getattr(values, "ValueClass", None) is not values.MutexValue:
+    if not prometheus_client_single_process():
         return
     raise ConfigError(
         [
