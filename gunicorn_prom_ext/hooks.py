@@ -12,7 +12,6 @@ at start-up: gunicorn prints it as one "Error: …" line and exits 1 before serv
 from __future__ import annotations
 
 import atexit
-import contextlib
 import os
 import time
 from collections.abc import Callable, Mapping, MutableMapping
@@ -30,6 +29,7 @@ from gunicorn_prom_ext.storage.directory import (
     remove_directory,
 )
 from gunicorn_prom_ext.storage.files import Counters, MetricFile, metric_file_path
+from gunicorn_prom_ext.storage.fold import Archive, DirectoryLock, fold_leftovers, fold_process
 
 if TYPE_CHECKING:
     from gunicorn_prom_ext.endpoint import MetricsEndpoint
@@ -82,6 +82,8 @@ class PrometheusHooks:
         self._endpoint: MetricsEndpoint | None = None
         self._recorder: RequestRecorder | None = None
         self._faults: Counters | None = None
+        self._archive: Archive | None = None
+        self._fold_lock: DirectoryLock | None = None
         self._logged: set[tuple[str, str]] = set()
 
     # -- master ---------------------------------------------------------------------
@@ -119,7 +121,7 @@ class PrometheusHooks:
             if self._state is None or self._directory is None:
                 return
             self._state.worker_exited(worker)
-            self._forget_worker_files(worker.pid)
+            self._fold_worker_files(worker.pid)
         except Exception:
             self._fault("hook", arbiter.log, "child_exit")
 
@@ -229,6 +231,9 @@ class PrometheusHooks:
         atexit.register(self._release_directory, arbiter, os.getpid())
         self._state = ServerState(start_time=time.time())
         self._faults = _fault_counters(directory.path, settings.namespace)
+        self._archive = Archive(directory.path, os.getpid())
+        self._fold_lock = DirectoryLock(directory.path)
+        fold_leftovers(directory.path, self._archive, self._fold_lock)
         arbiter.log.info(
             "gunicorn-prom-ext: metrics directory %s (%s)",
             directory.path,
@@ -283,15 +288,13 @@ class PrometheusHooks:
             log=worker.log,
         )
 
-    def _forget_worker_files(self, pid: int) -> None:
-        assert self._directory is not None
+    def _fold_worker_files(self, pid: int) -> None:
+        # Its counts move into the archive; its live gauges (in-flight requests) go.
+        assert self._directory is not None and self._archive is not None
+        assert self._fold_lock is not None
         path = self._directory.path
-        # A dead worker's in-flight requests must not stay "active" forever.
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(metric_file_path(path, "gauge_livesum", pid))
-        from prometheus_client.multiprocess import mark_process_dead
-
-        mark_process_dead(pid, path)  # type: ignore[no-untyped-call]  # the app's live gauges
+        fold_process(path, pid, self._archive, self._fold_lock)
+        fold_leftovers(path, self._archive, self._fold_lock)
 
     def _fault(self, kind: str, log: Log, where: str) -> None:
         """Contain an exception from one of our hooks: count it, log it once."""

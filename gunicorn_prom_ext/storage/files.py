@@ -25,6 +25,7 @@ import os
 import struct
 import threading
 from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 _INITIAL_SIZE = 1 << 16
 _INT = struct.Struct("i")
@@ -48,8 +49,15 @@ def metric_file_path(directory: str, kind: str, pid: int) -> str:
     return os.path.join(directory, f"{kind}_gpe-{pid}.db")
 
 
-def read_entries(data: bytes | mmap.mmap) -> Iterator[tuple[str, float, int]]:
-    """Yield (key, value, value offset) of every entry; raise ValueError if corrupt."""
+class Entry(NamedTuple):
+    key: str
+    value: float
+    timestamp: float
+    pos: int  # offset of the value
+
+
+def read_entries(data: bytes | mmap.mmap) -> Iterator[Entry]:
+    """Every entry of a file's contents; ValueError if they are corrupt."""
     if len(data) < 8:
         raise ValueError("file shorter than its header")
     used = _INT.unpack_from(data, 0)[0]
@@ -62,7 +70,8 @@ def read_entries(data: bytes | mmap.mmap) -> Iterator[tuple[str, float, int]]:
         if key_len <= 0 or value_pos + 16 > used:
             raise ValueError(f"entry at offset {pos} runs past the used length")
         key = bytes(data[pos + 4 : pos + 4 + key_len]).decode("utf-8")
-        yield key, _DOUBLE.unpack_from(data, value_pos)[0], value_pos
+        value, timestamp = _TWO_DOUBLES.unpack_from(data, value_pos)
+        yield Entry(key, value, timestamp, value_pos)
         pos = value_pos + 16
 
 
@@ -76,7 +85,7 @@ class MetricFile:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._values: dict[str, float] = {}
+        self._stored: dict[str, tuple[float, float]] = {}
         self._positions: dict[str, int] = {}
         try:
             self._fd = os.open(path, os.O_RDWR)
@@ -90,9 +99,9 @@ class MetricFile:
         else:
             # A reused pid finds its predecessor's file: carry on from its values,
             # which keeps the sums right.
-            for key, value, pos in read_entries(self._map):
-                self._positions[key] = pos
-                self._values[key] = value
+            for entry in read_entries(self._map):
+                self._positions[entry.key] = entry.pos
+                self._stored[entry.key] = (entry.value, entry.timestamp)
 
     def _create(self, path: str) -> int:
         # Built under a name the collector does not read, then renamed into place: a
@@ -130,7 +139,11 @@ class MetricFile:
         Writers keep their own running values; this seeds them, so a reused file
         (same pid again) continues from where its predecessor stopped.
         """
-        return self._values.get(key, 0.0)
+        return self._stored.get(key, (0.0, 0.0))[0]
+
+    def stored(self, key: str) -> tuple[float, float] | None:
+        """(value, timestamp) found in the file when it was opened, if the key was there."""
+        return self._stored.get(key)
 
     def _append(self, key: str) -> int:
         encoded = key.encode("utf-8")
@@ -155,6 +168,9 @@ class MetricFile:
         # Slice assignment, not pack_into: pack_into zeroes the bytes first, and a
         # concurrent reader could see 0 (prometheus_client notes the same).
         self._map[pos : pos + 8] = _DOUBLE.pack(value)
+
+    def write_with_timestamp(self, pos: int, value: float, timestamp: float) -> None:
+        self._map[pos : pos + 16] = _TWO_DOUBLES.pack(value, timestamp)
 
     def close(self) -> None:
         try:

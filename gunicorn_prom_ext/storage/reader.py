@@ -19,6 +19,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from gunicorn_prom_ext.storage.files import read_entries
+from gunicorn_prom_ext.storage.fold import DirectoryLock
 
 # prometheus_client creates its files empty and sizes them a moment later: an empty file
 # this young is being born, not broken.
@@ -33,10 +34,10 @@ def file_problem(path: str) -> str | None:
         age = time.time() - os.stat(path).st_mtime
         return None if age < _NEWBORN_SECONDS else "empty file"
     try:
-        for key, _, _ in read_entries(data):
-            parsed = json.loads(key)
+        for entry in read_entries(data):
+            parsed = json.loads(entry.key)
             if not (isinstance(parsed, list) and len(parsed) == 4):
-                return f"unexpected key {key[:80]!r}"
+                return f"unexpected key {entry.key[:80]!r}"
     except (ValueError, UnicodeDecodeError) as exc:
         return str(exc)
     return None
@@ -46,8 +47,14 @@ class FilesCollector(Collector):
     def __init__(self, path: str, on_bad_file: Callable[[str, str], None]) -> None:
         self._path = path
         self._on_bad_file = on_bad_file
+        self._lock = DirectoryLock(path)
 
     def collect(self) -> Iterable[Metric]:
+        # Shared with other scrapes, exclusive of a fold (see fold.py).
+        with self._lock.shared():
+            return self._collect()
+
+    def _collect(self) -> Iterable[Metric]:
         readable = []
         for name in glob.glob(os.path.join(self._path, "*.db")):
             try:
