@@ -1,4 +1,4 @@
-"""``gunicorn-prom-ext``: command-line tools around the configuration."""
+"""``gunicorn-prom-ext``: command-line tools around the configuration, and the Redis sidecar."""
 
 from __future__ import annotations
 
@@ -26,6 +26,24 @@ def build_parser() -> argparse.ArgumentParser:
         "file", nargs="?", metavar="FILE", help=f"YAML file (default: ${CONFIG_FILE_ENV})"
     )
     check.set_defaults(handler=check_config)
+    serve = commands.add_parser(
+        "serve",
+        help="serve the metrics every instance pushed to Redis (a sidecar)",
+        description="Serve /metrics from Redis: every instance listed under the key prefix, "
+        "each series labelled gunicorn_instance. Settings come from the environment and "
+        f"${CONFIG_FILE_ENV} as for the server (metrics port, bind address, auth, TLS, Redis); "
+        "these options override them.",
+    )
+    serve.add_argument("--bind", metavar="ADDR", help="address to listen on")
+    serve.add_argument("--port", metavar="N", help="port to listen on")
+    prefixes = serve.add_mutually_exclusive_group()
+    prefixes.add_argument("--key-prefix", metavar="P", help="the service to serve")
+    prefixes.add_argument(
+        "--all-prefixes",
+        action="store_true",
+        help="every service found in Redis, each series labelled gunicorn_service too",
+    )
+    serve.set_defaults(handler=serve_from_redis)
     return parser
 
 
@@ -47,6 +65,56 @@ def check_config(args: argparse.Namespace) -> int:
     value_width = min(max(len(row[1]) for row in rows), 32)
     for key, value, source in rows:
         print(f"{key:<{key_width}}  {value:<{value_width}}  {source}")
+    return 0
+
+
+def serve_from_redis(args: argparse.Namespace) -> int:
+    import importlib.util
+    import logging
+    import signal
+    import threading
+
+    command_line = {"bind_address": args.bind, "metrics_port": args.port,
+                    "redis_key_prefix": args.key_prefix}  # fmt: skip
+    try:
+        resolved = load_settings(command_line=command_line)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if importlib.util.find_spec("redis") is None:
+        print("gunicorn-prom-ext serve needs redis-py: pip install 'gunicorn-prom-ext[redis]'",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    from prometheus_client.registry import CollectorRegistry
+
+    from .storage.redis import RedisCollector, SidecarEndpoint, check_credentials
+
+    settings = resolved.settings
+    try:
+        check_credentials(settings, resolved.sources)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s [%(process)d] [%(levelname)s] %(message)s")  # fmt: skip
+    log = logging.getLogger("gunicorn_prom_ext.serve")
+    collector = RedisCollector(settings, log, all_prefixes=args.all_prefixes)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    endpoint = SidecarEndpoint(settings, registry, log)
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    endpoint.start()
+    if endpoint.url is None:  # a sidecar that cannot listen should fail, not linger
+        endpoint.stop()
+        log.error("exiting: the metrics port is not available")
+        return 1
+    scope = "every key prefix" if args.all_prefixes else f"key prefix {settings.redis_key_prefix!r}"
+    log.info("serving instances of %s from %s", scope, collector.target)
+    stopping.wait()
+    endpoint.stop()
+    collector.close()
     return 0
 
 

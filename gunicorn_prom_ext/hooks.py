@@ -34,6 +34,7 @@ from gunicorn_prom_ext.storage.fold import Archive, DirectoryLock, fold_leftover
 if TYPE_CHECKING:
     from gunicorn_prom_ext.endpoint import MetricsEndpoint
     from gunicorn_prom_ext.requests import RequestRecorder
+    from gunicorn_prom_ext.storage.redis import RedisPusher
 
 # Positional arity gunicorn checks for each hook (config.validate_callable).
 HOOK_ARITY: Mapping[str, int] = {
@@ -58,6 +59,7 @@ HOOK_ARITY: Mapping[str, int] = {
 _TEARDOWN_HOOKS = frozenset({"worker_exit", "on_exit"})
 
 FAULTS_METRIC = "gunicorn_prom_ext_faults"
+LEFTOVER_SWEEP_SECONDS = 30.0
 FAULTS_HELP = "Faults gunicorn-prom-ext contained (logged once each), by kind."
 
 
@@ -80,10 +82,12 @@ class PrometheusHooks:
         self._directory: MultiprocDirectory | None = None
         self._state: ServerState | None = None
         self._endpoint: MetricsEndpoint | None = None
+        self._pusher: RedisPusher | None = None
         self._recorder: RequestRecorder | None = None
         self._faults: Counters | None = None
         self._archive: Archive | None = None
         self._fold_lock: DirectoryLock | None = None
+        self._last_sweep = 0.0
         self._logged: set[tuple[str, str]] = set()
 
     # -- master ---------------------------------------------------------------------
@@ -144,6 +148,9 @@ class PrometheusHooks:
 
     def on_exit(self, arbiter: Any) -> None:
         try:
+            if self._pusher is not None:  # its final push reads the files: before they go
+                self._pusher.stop()
+                self._pusher = None
             if self._endpoint is not None:
                 self._endpoint.stop()
                 self._endpoint = None
@@ -234,6 +241,11 @@ class PrometheusHooks:
         self._archive = Archive(directory.path, os.getpid())
         self._fold_lock = DirectoryLock(directory.path)
         fold_leftovers(directory.path, self._archive, self._fold_lock)
+        self._last_sweep = time.monotonic()
+        if settings.redis_enabled:  # a rejected password stops gunicorn here, before it binds
+            from gunicorn_prom_ext.storage.redis import check_credentials
+
+            check_credentials(settings, resolved.sources)
         arbiter.log.info(
             "gunicorn-prom-ext: metrics directory %s (%s)",
             directory.path,
@@ -268,6 +280,14 @@ class PrometheusHooks:
             on_fault=lambda kind: self._count_fault(kind),
         )
         self._endpoint.start()
+        if self.settings.redis_enabled:
+            from gunicorn_prom_ext.storage.redis import RedisPusher
+
+            self._pusher = RedisPusher.for_master(
+                self.settings, registry, log, start_time=self._state.start_time,
+                on_fault=lambda kind: self._count_fault(kind),
+            )  # fmt: skip
+            self._pusher.start()
 
     def _become_worker(self, worker: Any) -> None:
         if self._endpoint is not None:
@@ -294,7 +314,11 @@ class PrometheusHooks:
         assert self._fold_lock is not None
         path = self._directory.path
         fold_process(path, pid, self._archive, self._fold_lock)
-        fold_leftovers(path, self._archive, self._fold_lock)
+        # Now and then, whatever child_exit never saw (an old USR2 generation's files).
+        now = time.monotonic()
+        if now - self._last_sweep > LEFTOVER_SWEEP_SECONDS:
+            self._last_sweep = now
+            fold_leftovers(path, self._archive, self._fold_lock)
 
     def _fault(self, kind: str, log: Log, where: str) -> None:
         """Contain an exception from one of our hooks: count it, log it once."""

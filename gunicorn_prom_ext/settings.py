@@ -9,13 +9,15 @@ knows how to parse one value and how to check the merged result.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import itertools
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import urlsplit
 
 DEFAULT_DURATION_BUCKETS: tuple[float, ...] = (
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
@@ -49,11 +51,15 @@ class Settings:
     cleanup_db_files: bool = True
     # exporter.redis
     redis_enabled: bool = False
+    redis_url: str | None = None
     redis_host: str = "localhost"
     redis_port: int = 6379
     redis_db: int = 0
     redis_password: str | None = None
     redis_key_prefix: str = "gunicorn"
+    redis_instance_id: str | None = None
+    redis_push_interval: float = 5.0
+    redis_retention: float = 300.0
     # exporter.gunicorn
     gunicorn_workers: int | None = None
     gunicorn_timeout: int | None = None
@@ -62,7 +68,7 @@ class Settings:
 
 DEFAULTS: Mapping[str, object] = {f.name: f.default for f in dataclasses.fields(Settings)}
 
-Kind = Literal["bool", "int", "str", "buckets", "namespace"]
+Kind = Literal["bool", "int", "seconds", "str", "buckets", "namespace"]
 
 
 @dataclass(frozen=True)
@@ -119,7 +125,10 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("cleanup_db_files", "cleanup.db_files", "CLEANUP_DB_FILES", "bool",
                 "Remove stale metric files from the multiprocess directory at startup."),
     SettingSpec("redis_enabled", "redis.enabled", "REDIS_ENABLED", "bool",
-                "Store metrics in Redis (not available in this version)."),
+                "The master pushes this instance's metrics to Redis (needs the `redis` extra)."),
+    SettingSpec("redis_url", "redis.url", "REDIS_URL", "str",
+                "redis://, rediss:// (TLS) or unix:// URL; when set, host and port are ignored, "
+                "and password and db apply only where the URL has none.", secret=True),
     SettingSpec("redis_host", "redis.host", "REDIS_HOST", "str", "Redis host."),
     SettingSpec("redis_port", "redis.port", "REDIS_PORT", "int", "Redis port.",
                 minimum=1, maximum=65535),
@@ -127,7 +136,14 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("redis_password", "redis.password", "REDIS_PASSWORD", "str", "Redis password.",
                 secret=True),
     SettingSpec("redis_key_prefix", "redis.key_prefix", "REDIS_KEY_PREFIX", "str",
-                "Prefix of every Redis key."),
+                "Prefix of every Redis key: one per service (any characters)."),
+    SettingSpec("redis_instance_id", "redis.instance_id", "REDIS_INSTANCE_ID", "str",
+                "This instance's id in Redis and its `gunicorn_instance` label "
+                "(unset: `<hostname>-<master start time>-<master pid>`)."),
+    SettingSpec("redis_push_interval", "redis.push_interval", "REDIS_PUSH_INTERVAL", "seconds",
+                "Seconds between two pushes of this instance's metrics to Redis."),
+    SettingSpec("redis_retention", "redis.retention", "REDIS_RETENTION", "seconds",
+                "Seconds an instance stays listed after its last push (more than the interval)."),
     SettingSpec("gunicorn_workers", "gunicorn.workers", "GUNICORN_WORKERS", "int",
                 "Number of Gunicorn workers (unset: Gunicorn's own setting).", minimum=1),
     SettingSpec("gunicorn_timeout", "gunicorn.timeout", "GUNICORN_TIMEOUT", "int",
@@ -207,6 +223,8 @@ def expected_text(spec: SettingSpec, *, allow_text: bool) -> str:
         if spec.maximum is not None:
             return f"an integer from {spec.minimum} to {spec.maximum}"
         return f"an integer >= {spec.minimum}"
+    if spec.kind == "seconds":
+        return "a number of seconds > 0"
     if spec.kind == "buckets":
         form = "comma-separated numbers" if allow_text else "a list of numbers"
         return f"{form}, non-empty, finite, > 0 and strictly increasing"
@@ -233,6 +251,8 @@ def parse_value(spec: SettingSpec, raw: object, *, allow_text: bool) -> object:
         return _parse_bool(raw, expected, got, allow_text)
     if spec.kind == "int":
         return _parse_int(spec, raw, expected, got, allow_text)
+    if spec.kind == "seconds":
+        return _parse_seconds(raw, expected, got, allow_text)
     if spec.kind == "buckets":
         return _parse_buckets(raw, expected, got, allow_text)
     if not isinstance(raw, str):
@@ -267,6 +287,21 @@ def _parse_int(spec: SettingSpec, raw: object, expected: str, got: str, allow_te
     too_high = spec.maximum is not None and value > spec.maximum
     if too_low or too_high:
         raise InvalidValue(expected, str(value))
+    return value
+
+
+def _parse_seconds(raw: object, expected: str, got: str, allow_text: bool) -> float:
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        value = float(raw)
+    elif allow_text and isinstance(raw, str):
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise InvalidValue(expected, got) from None
+    else:
+        raise InvalidValue(expected, got)
+    if not (math.isfinite(value) and value > 0):
+        raise InvalidValue(expected, format_number(value) if math.isfinite(value) else got)
     return value
 
 
@@ -344,9 +379,31 @@ def check_settings(settings: Settings, origins: Mapping[str, Origin]) -> list[Pr
     if path is not None and os.path.exists(path) and not os.path.isdir(path):
         problem("multiproc_dir", "a directory (or a path that does not exist yet)",
                 f"a file {path}")  # fmt: skip
-    if settings.redis_enabled:
-        problem("redis_enabled", "false: Redis storage is not available in this version", "true")
+    _check_redis(settings, problem)
     return problems
+
+
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _check_redis(settings: Settings, problem: Callable[[str, str, str], None]) -> None:
+    if settings.redis_url is not None:
+        scheme = urlsplit(settings.redis_url).scheme
+        if scheme not in _REDIS_SCHEMES:
+            # Only the scheme is shown: the rest of the URL may hold a password.
+            got = f"scheme {scheme!r}" if scheme else "no scheme"
+            problem("redis_url", "a URL starting with redis://, rediss:// or unix://", got)
+    if settings.redis_retention <= settings.redis_push_interval:
+        interval = SPECS_BY_FIELD["redis_push_interval"]
+        problem("redis_retention",
+                f"more seconds than {interval.key} ({interval.env}), "
+                f"{format_number(settings.redis_push_interval)}, or instances would flicker",
+                format_number(settings.redis_retention))  # fmt: skip
+    # find_spec, not import: redis-py stays unloaded until the master actually pushes.
+    if settings.redis_enabled and importlib.util.find_spec("redis") is None:
+        problem("redis_enabled",
+                "the redis package installed with it: pip install 'gunicorn-prom-ext[redis]'",
+                "true, but redis-py is not installed")  # fmt: skip
 
 
 # --- rendering ------------------------------------------------------------------------------
@@ -362,6 +419,8 @@ def format_value(value: object) -> str:
         return "(unset)"
     if isinstance(value, bool):
         return str(value).lower()
+    if isinstance(value, float):
+        return format_number(value)
     if isinstance(value, tuple):
         return ", ".join(format_number(v) for v in value)
     if value == "":

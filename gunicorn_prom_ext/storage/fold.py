@@ -52,11 +52,23 @@ def parse_file_name(path: str) -> FileName | None:
     return FileName(path, match["type"], match["mode"] or "", pid)
 
 
+# Every file name a process can have: prometheus_client's and ours. Building the names
+# beats globbing, whose cost grows with the directory.
+_GAUGE_MODES = ("all", "liveall", "min", "livemin", "max", "livemax", "sum", "livesum",
+                "mostrecent", "livemostrecent")
+_KINDS = ("counter", "histogram", "summary", *(f"gauge_{mode}" for mode in _GAUGE_MODES))
+
+
 def files_of(directory: str, pid: int) -> list[FileName]:
-    names = glob.glob(os.path.join(directory, f"*_{pid}.db"))
-    names += glob.glob(os.path.join(directory, f"*_gpe-{pid}.db"))
-    parsed = (parse_file_name(name) for name in names)
-    return [p for p in parsed if p is not None and p.pid == pid]
+    found = []
+    for kind in _KINDS:
+        for ident in (str(pid), f"gpe-{pid}"):
+            path = os.path.join(directory, f"{kind}_{ident}.db")
+            if os.path.exists(path):
+                name = parse_file_name(path)
+                if name is not None:
+                    found.append(name)
+    return found
 
 
 class DirectoryLock:

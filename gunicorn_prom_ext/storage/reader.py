@@ -26,7 +26,11 @@ from gunicorn_prom_ext.storage.fold import DirectoryLock
 _NEWBORN_SECONDS = 30.0
 
 
-def file_problem(path: str) -> str | None:
+# Keys already seen well-formed: a scrape then only walks a file's entries.
+_KNOWN_KEYS_LIMIT = 100_000
+
+
+def file_problem(path: str, known_keys: set[str]) -> str | None:
     """Why this file cannot be read (None if it can, or if it is being created)."""
     with open(path, "rb") as f:
         data = f.read()
@@ -35,9 +39,14 @@ def file_problem(path: str) -> str | None:
         return None if age < _NEWBORN_SECONDS else "empty file"
     try:
         for entry in read_entries(data):
+            if entry.key in known_keys:
+                continue
             parsed = json.loads(entry.key)
             if not (isinstance(parsed, list) and len(parsed) == 4):
                 return f"unexpected key {entry.key[:80]!r}"
+            if len(known_keys) >= _KNOWN_KEYS_LIMIT:
+                known_keys.clear()
+            known_keys.add(entry.key)
     except (ValueError, UnicodeDecodeError) as exc:
         return str(exc)
     return None
@@ -48,6 +57,7 @@ class FilesCollector(Collector):
         self._path = path
         self._on_bad_file = on_bad_file
         self._lock = DirectoryLock(path)
+        self._known_keys: set[str] = set()
 
     def collect(self) -> Iterable[Metric]:
         # Shared with other scrapes, exclusive of a fold (see fold.py).
@@ -58,7 +68,7 @@ class FilesCollector(Collector):
         readable = []
         for name in glob.glob(os.path.join(self._path, "*.db")):
             try:
-                problem = file_problem(name)
+                problem = file_problem(name, self._known_keys)
                 if problem is None:
                     if os.path.getsize(name):
                         readable.append(name)
