@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -59,6 +60,9 @@ class ServerCollector(Collector):
         self._arbiter = arbiter
         self._state = state
         self._prefix = f"{namespace}_" if namespace else ""
+        # slot -> (age of its worker, that worker's last CPU sample, CPU of its predecessors)
+        self._cpu: dict[int, tuple[int, float, float]] = {}
+        self._cpu_lock = threading.Lock()  # scrapes run in parallel threads
 
     def collect(self) -> Iterator[Metric]:
         p = self._prefix
@@ -123,7 +127,7 @@ class ServerCollector(Collector):
         )
         cpu = CounterMetricFamily(
             p + "gunicorn_worker_cpu_seconds",
-            "CPU time of each worker (user and system). Resets when the slot's worker is replaced.",
+            "CPU time of the workers in each slot (user and system), replacements included.",
             labels=["worker"],
         )
         fds = GaugeMetricFamily(
@@ -145,8 +149,21 @@ class ServerCollector(Collector):
                 continue  # exited between the snapshot and now
             label = [str(slot)]
             rss.add_metric(label, memory)
-            cpu.add_metric(label, times.user + times.system)
+            cpu.add_metric(label, self._slot_cpu(slot, worker.age, times.user + times.system))
             fds.add_metric(label, open_fds)
         yield rss
         yield cpu
         yield fds
+
+    def _slot_cpu(self, slot: int, age: int, seconds: float) -> float:
+        """A counter per slot that never goes back when the slot's worker is replaced.
+
+        The predecessor's CPU after its last sample is not seen: a scrape cannot read a
+        dead process.
+        """
+        with self._cpu_lock:
+            known_age, last, base = self._cpu.get(slot, (age, 0.0, 0.0))
+            if known_age != age:
+                base += last
+            self._cpu[slot] = (age, seconds, base)
+            return base + seconds
