@@ -12,6 +12,8 @@ at start-up: gunicorn prints it as one "Error: …" line and exits 1 before serv
 from __future__ import annotations
 
 import atexit
+import contextlib
+import errno
 import os
 import time
 from collections.abc import Callable, Mapping, MutableMapping
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from gunicorn_prom_ext.log import Log
 from gunicorn_prom_ext.server import ServerState, exit_reason_in_worker
-from gunicorn_prom_ext.settings import Settings
+from gunicorn_prom_ext.settings import ConfigError, Problem, Settings
 from gunicorn_prom_ext.sources import load_settings
 from gunicorn_prom_ext.storage.directory import (
     PRIVATE_DIR_ENV,
@@ -88,6 +90,8 @@ class PrometheusHooks:
         self._archive: Archive | None = None
         self._fold_lock: DirectoryLock | None = None
         self._last_sweep = 0.0
+        self._in_worker = False
+        self._retry_at = 0.0
         self._logged: set[tuple[str, str]] = set()
 
     # -- master ---------------------------------------------------------------------
@@ -178,6 +182,9 @@ class PrometheusHooks:
     def post_fork(self, arbiter: Any, worker: Any) -> None:
         try:
             self._become_worker(worker)
+        except OSError as exc:
+            self._retry_at = time.monotonic() + 1.0
+            self._request_fault(worker.log, "post_fork", exc)
         except Exception:
             self._fault("hook", worker.log, "post_fork")
 
@@ -199,20 +206,24 @@ class PrometheusHooks:
         pass
 
     def pre_request(self, worker: Any, req: Any) -> None:
-        recorder = self._recorder
+        recorder = self._recorder or self._retry_recorder(worker)
         if recorder is not None:
             try:
                 recorder.request_started(req.method)
-            except Exception:
-                self._fault("request", worker.log, "pre_request")
+            except Exception as exc:
+                self._request_fault(worker.log, "pre_request", exc)
 
     def post_request(self, worker: Any, req: Any, environ: Any, resp: Any) -> None:
         recorder = self._recorder
         if recorder is not None:
             try:
                 recorder.request_finished(environ, resp)
-            except Exception:
-                self._fault("request", worker.log, "post_request")
+            except Exception as exc:
+                self._request_fault(worker.log, "post_request", exc)
+            faults = self._faults
+            if faults is not None and faults.pending:  # counted while the disk was full
+                with contextlib.suppress(OSError):
+                    faults.flush()
 
     def worker_exit(self, arbiter: Any, worker: Any) -> None:
         try:
@@ -232,7 +243,19 @@ class PrometheusHooks:
         settings = resolved.settings
         ensure_multiprocess_mode()
         reexec = "GUNICORN_PID" in os.environ
-        directory = prepare_directory(settings, reexec=reexec, environ=os.environ)
+        try:
+            directory = prepare_directory(settings, reexec=reexec, environ=os.environ)
+        except OSError as exc:
+            raise ConfigError(
+                [
+                    Problem(
+                        key="PROMETHEUS_MULTIPROC_DIR",
+                        source=resolved.sources.get("multiproc_dir", "default"),
+                        expected="a directory gunicorn-prom-ext can create and write",
+                        got=str(exc),
+                    )
+                ]
+            ) from exc
         self.settings = settings
         self._directory = directory
         atexit.register(self._release_directory, arbiter, os.getpid())
@@ -267,8 +290,13 @@ class PrometheusHooks:
 
         def bad_file(path: str, problem: str) -> None:
             self._count_fault("storage")
-            log.error("gunicorn-prom-ext: skipped unreadable metrics file %s (%s); moved "
-                      "aside as %s.corrupt", path, problem, os.path.basename(path))
+            log.error(
+                "gunicorn-prom-ext: skipped unreadable metrics file %s (%s); moved "
+                "aside as %s.corrupt",
+                path,
+                problem,
+                os.path.basename(path),
+            )
 
         registry = CollectorRegistry(auto_describe=False)
         registry.register(FilesCollector(self._directory.path, bad_file))
@@ -295,18 +323,52 @@ class PrometheusHooks:
             self._endpoint = None
         if self.settings is None or self._directory is None:
             return
+        self._faults = _fault_counters(self._directory.path, self.settings.namespace)
+        # Made now, while there may be room: a full disk later can still be counted in it.
+        with contextlib.suppress(OSError):
+            self._faults.flush()
+        self._in_worker = True
+        self._recorder = self._new_recorder(worker.log)
+
+    def _new_recorder(self, log: Log) -> RequestRecorder:
         from gunicorn_prom_ext.requests import MetricNames, RequestRecorder
 
+        assert self.settings is not None and self._directory is not None
         settings, path, pid = self.settings, self._directory.path, os.getpid()
-        self._faults = _fault_counters(path, settings.namespace)
-        self._recorder = RequestRecorder(
+        return RequestRecorder(
             histograms=MetricFile(metric_file_path(path, "histogram", pid)),
             gauges=MetricFile(metric_file_path(path, "gauge_livesum", pid)),
             names=MetricNames(settings.namespace),
             duration_buckets=settings.duration_buckets,
             body_size_buckets=settings.body_size_buckets,
-            log=worker.log,
+            log=log,
         )
+
+    def _retry_recorder(self, worker: Any) -> RequestRecorder | None:
+        """A worker that could not create its files (a full disk) tries again, once a second."""
+        if not self._in_worker or time.monotonic() < self._retry_at:
+            return None
+        try:
+            self._recorder = self._new_recorder(worker.log)
+        except OSError as exc:
+            self._retry_at = time.monotonic() + 1.0
+            self._request_fault(worker.log, "post_fork", exc)
+        return self._recorder
+
+    def _request_fault(self, log: Log, where: str, exc: Exception) -> None:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            self._count_fault("storage_full")
+            if ("storage_full", where) not in self._logged:
+                self._logged.add(("storage_full", where))
+                log.error(
+                    "gunicorn-prom-ext: the metrics directory is full (%s): requests are served "
+                    'but not all recorded; the loss is counted in %s{kind="storage_full"} '
+                    "and recording resumes when space returns",
+                    exc,
+                    FAULTS_METRIC + "_total",
+                )
+        else:
+            self._fault("request", log, where)
 
     def _fold_worker_files(self, pid: int) -> None:
         # Its counts move into the archive; its live gauges (in-flight requests) go.
@@ -325,8 +387,11 @@ class PrometheusHooks:
         self._count_fault(kind)
         if (kind, where) not in self._logged:
             self._logged.add((kind, where))
-            log.exception("gunicorn-prom-ext: %s hook failed (further failures counted in %s)",
-                          where, FAULTS_METRIC + "_total")
+            log.exception(
+                "gunicorn-prom-ext: %s hook failed (further failures counted in %s)",
+                where,
+                FAULTS_METRIC + "_total",
+            )
 
     def _count_fault(self, kind: str) -> None:
         try:
@@ -343,8 +408,8 @@ class PrometheusHooks:
 
 def _fault_counters(directory: str, namespace: str) -> Counters:
     name = f"{namespace}_{FAULTS_METRIC}" if namespace else FAULTS_METRIC
-    file = MetricFile(metric_file_path(directory, "counter", os.getpid()))
-    return Counters(file, name, FAULTS_HELP, ["kind"])
+    path = metric_file_path(directory, "counter", os.getpid())
+    return Counters(path, name, FAULTS_HELP, ["kind"])
 
 
 def _warn_unapplied_gunicorn_settings(
@@ -352,14 +417,21 @@ def _warn_unapplied_gunicorn_settings(
 ) -> None:
     # The seed layout's `gunicorn:` section is accepted, but under plain gunicorn only
     # gunicorn's own command line and config file decide its settings.
-    flags = {"gunicorn_workers": "--workers", "gunicorn_timeout": "--timeout",
-             "gunicorn_keepalive": "--keep-alive"}
+    flags = {
+        "gunicorn_workers": "--workers",
+        "gunicorn_timeout": "--timeout",
+        "gunicorn_keepalive": "--keep-alive",
+    }
     for field_name, flag in flags.items():
         value = getattr(settings, field_name)
         if value is not None:
             log.warning(
                 "gunicorn-prom-ext: %s=%s (%s) is not applied by plain gunicorn; pass %s %s",
-                field_name, value, sources.get(field_name, "?"), flag, value,
+                field_name,
+                value,
+                sources.get(field_name, "?"),
+                flag,
+                value,
             )
 
 

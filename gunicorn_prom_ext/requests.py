@@ -163,13 +163,15 @@ class RequestRecorder:
                     request_size = 0
         key = (method, route, status)
         with self._lock:
+            # The gauge first: a new label set needs file space, which a full disk refuses.
+            active = self._active.get(method)
+            if active is not None:
+                active[1] -= 1.0
+                self._gauges.write(int(active[0]), active[1])
             series = self._series.get(key) or self._new_series(key)
             series.duration.observe(duration)
             series.request_size.observe(request_size)
             series.response_size.observe(response_size)
-            active = self._active[method]
-            active[1] -= 1.0
-            self._gauges.write(int(active[0]), active[1])
 
     def _new_active(self, method: str) -> list[float]:
         name = self._names.active

@@ -53,9 +53,8 @@ def write_worker(directory: str, pid: int) -> None:
         recorder.request_started("GET")
         recorder.request_finished(environ, resp)
     recorder.close()
-    faults = MetricFile(metric_file_path(directory, "counter", pid))
-    Counters(faults, "gunicorn_prom_ext_faults", "Faults.", ["kind"]).inc("request")
-    faults.close()
+    path = metric_file_path(directory, "counter", pid)
+    Counters(path, "gunicorn_prom_ext_faults", "Faults.", ["kind"]).inc("request")
 
 
 def median_ms(scrape: Callable[[], bytes], repeat: int) -> float:

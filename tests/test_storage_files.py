@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
-from gunicorn_prom_ext.storage.files import Counters, MetricFile, read_entries, series_key
+from gunicorn_prom_ext.storage.files import Counters, read_entries, series_key
 
 
 def _read(path: str) -> dict[str, float]:
@@ -25,8 +25,7 @@ def test_series_key_is_prometheus_clients_key() -> None:
 
 def test_prometheus_client_reads_what_we_write(tmp_path: Path) -> None:
     path = str(tmp_path / "counter_gpe-1.db")
-    file = MetricFile(path)
-    counters = Counters(file, "jobs", "Jobs done.", ["kind"])
+    counters = Counters(path, "jobs", "Jobs done.", ["kind"])
     counters.inc("a")
     counters.inc("a")
     counters.inc("b", amount=5)
@@ -39,7 +38,7 @@ def test_prometheus_client_reads_what_we_write(tmp_path: Path) -> None:
 
 def test_growing_past_the_first_mapping_keeps_every_entry(tmp_path: Path) -> None:
     path = str(tmp_path / "counter_gpe-2.db")
-    counters = Counters(MetricFile(path), "c", "h", ["i"])
+    counters = Counters(path, "c", "h", ["i"])
     for i in range(3000):  # about 200 KB of keys: several doublings of 64 KiB
         counters.inc(str(i), amount=i)
     assert os.path.getsize(path) >= 3000 * 40
@@ -50,8 +49,8 @@ def test_growing_past_the_first_mapping_keeps_every_entry(tmp_path: Path) -> Non
 
 def test_a_reused_file_continues_from_its_values(tmp_path: Path) -> None:
     path = str(tmp_path / "counter_gpe-3.db")
-    Counters(MetricFile(path), "c", "h", ["k"]).inc("x", amount=3)
-    again = Counters(MetricFile(path), "c", "h", ["k"])
+    Counters(path, "c", "h", ["k"]).inc("x", amount=3)
+    again = Counters(path, "c", "h", ["k"])
     again.inc("x")
     values = list(_read(path).values())
     assert values == [4.0]

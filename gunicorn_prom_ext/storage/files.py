@@ -24,7 +24,7 @@ import mmap
 import os
 import struct
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 _INITIAL_SIZE = 1 << 16
@@ -73,6 +73,11 @@ def read_entries(data: bytes | mmap.mmap) -> Iterator[Entry]:
         value, timestamp = _TWO_DOUBLES.unpack_from(data, value_pos)
         yield Entry(key, value, timestamp, value_pos)
         pos = value_pos + 16
+
+
+def _entry_size(key: str) -> int:
+    length = len(key.encode("utf-8"))
+    return 4 + length + (8 - (length + 4) % 8) + 16
 
 
 class MetricFile:
@@ -145,17 +150,25 @@ class MetricFile:
         """(value, timestamp) found in the file when it was opened, if the key was there."""
         return self._stored.get(key)
 
-    def _append(self, key: str) -> int:
-        encoded = key.encode("utf-8")
-        padded = encoded + b" " * (8 - (len(encoded) + 4) % 8)
-        entry = _INT.pack(len(encoded)) + padded + _TWO_DOUBLES.pack(0.0, 0.0)
-        end = self._used + len(entry)
+    def make_room(self, keys: Iterable[str]) -> None:
+        """Reserve the space these keys need now, so adding them cannot fail halfway."""
+        new = {key for key in keys if key not in self._positions}
+        self._grow_to(self._used + sum(_entry_size(key) for key in new))
+
+    def _grow_to(self, end: int) -> None:
         if end > len(self._map):
             new_size = len(self._map)
             while new_size < end:
                 new_size *= 2
             self._reserve(new_size)
             self._map.resize(new_size)
+
+    def _append(self, key: str) -> int:
+        encoded = key.encode("utf-8")
+        padded = encoded + b" " * (8 - (len(encoded) + 4) % 8)
+        entry = _INT.pack(len(encoded)) + padded + _TWO_DOUBLES.pack(0.0, 0.0)
+        end = self._used + len(entry)
+        self._grow_to(end)
         self._map[self._used : end] = entry
         self._used = end
         # Publish the entry only once it is complete: a reader stops at `used`.
@@ -180,29 +193,49 @@ class MetricFile:
 
 
 class Counters:
-    """A few rarely-bumped counters keyed by label values, kept in one MetricFile."""
+    """A few rarely-bumped counters keyed by label values, kept in one process's file.
+
+    Totals live in memory and are written through whenever the file can be had: on a
+    full disk nothing is lost, the file catches up once space returns (``pending``).
+    """
 
     def __init__(
-        self, file: MetricFile, metric_name: str, help_text: str, label_names: Sequence[str]
+        self, path: str, metric_name: str, help_text: str, label_names: Sequence[str]
     ) -> None:
-        self._file = file
+        self._path = path
         self._metric_name = metric_name
         self._help = help_text
         self._label_names = tuple(label_names)
-        # label values -> [position, running value]
-        self._series: dict[tuple[str, ...], list[float]] = {}
+        self._file: MetricFile | None = None
+        self._totals: dict[tuple[str, ...], float] = {}
+        self._positions: dict[tuple[str, ...], int] = {}
         self._lock = threading.Lock()
+        self.pending = False  # totals not yet in the file
 
     def inc(self, *label_values: str, amount: float = 1.0) -> None:
         with self._lock:
-            self._inc(label_values, amount)
+            self._totals[label_values] = self._totals.get(label_values, 0.0) + amount
+            self.pending = True
+            with contextlib.suppress(OSError):
+                self._flush()
 
-    def _inc(self, label_values: tuple[str, ...], amount: float) -> None:
-        series = self._series.get(label_values)
-        if series is None:
-            labels = dict(zip(self._label_names, label_values, strict=True))
-            key = series_key(self._metric_name, self._metric_name + "_total", labels, self._help)
-            pos = self._file.position(key)
-            series = self._series[label_values] = [pos, self._file.stored_value(key)]
-        series[1] += amount
-        self._file.write(int(series[0]), series[1])
+    def flush(self) -> None:
+        """Write what is pending; OSError (a full disk) leaves it pending."""
+        with self._lock:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._file is None:
+            self._file = MetricFile(self._path)
+        for label_values in list(self._totals):
+            pos = self._positions.get(label_values)
+            if pos is None:
+                labels = dict(zip(self._label_names, label_values, strict=True))
+                name = self._metric_name
+                key = series_key(name, name + "_total", labels, self._help)
+                pos = self._file.position(key)
+                # A reused file (same pid again) carries on from its predecessor's count.
+                self._totals[label_values] += self._file.stored_value(key)
+                self._positions[label_values] = pos
+            self._file.write(pos, self._totals[label_values])
+        self.pending = False

@@ -150,6 +150,9 @@ class Archive:
             data = f.read()
         entries = list(read_entries(data)) if data else []
         archive = self._file(name.type, name.mode)
+        # All or nothing: a full disk must not leave half a worker in the archive and the
+        # whole of it still in its file, to be counted twice at the next try.
+        archive.file.make_room(entry.key for entry in entries)
         for entry in entries:
             archive.merge(entry.key, entry.value, entry.timestamp, name.mode)
         os.remove(name.path)

@@ -53,8 +53,19 @@ FORMAT_VERSION = 1
 _INDEX_SUFFIX = ":instances"
 _MAX_REMEMBERED = 64  # bounds the "logged once" memory for broken snapshots
 
-# KEYS: snapshot, index. ARGV: snapshot, retention in ms, instance id.
+# KEYS: snapshot, index. ARGV: snapshot, retention in ms, instance id, epoch, sequence.
+# A push that timed out on our side may still run later (Redis was frozen, say): one older
+# than the snapshot in place is dropped, so counters never go backwards while listed.
 _PUSH_SCRIPT = """
+local old = redis.call('GET', KEYS[1])
+if old then
+  local epoch, seq = string.match(old, '^{"v":%d+,"epoch":(%d+),"seq":(%d+),')
+  epoch, seq = tonumber(epoch), tonumber(seq)
+  local new_epoch, new_seq = tonumber(ARGV[4]), tonumber(ARGV[5])
+  if epoch and (epoch > new_epoch or (epoch == new_epoch and seq > new_seq)) then
+    return 0
+  end
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local retention = tonumber(ARGV[2])
@@ -123,13 +134,18 @@ def redis_target(settings: Settings) -> str:
 # --- the snapshot format ------------------------------------------------------------------------
 
 
-def serialise(families: Iterable[Metric], instance_id: str) -> bytes:
+def serialise(families: Iterable[Metric], instance_id: str, epoch: int, seq: int) -> bytes:
     """Compact JSON of the families: name, type, help, unit and (name, labels, value) samples.
 
+    (epoch, seq) orders the snapshots of one instance id: epoch is its master's start time
+    (a restarted master with a configured id starts a new one), seq counts its pushes. The
+    push script reads them from the start of the blob, so the key order here is fixed.
     Timestamps and exemplars are dropped: nothing this package exposes has them.
     """
     document = {
         "v": FORMAT_VERSION,
+        "epoch": epoch,
+        "seq": seq,
         "id": instance_id,
         "families": [_family(f) for f in families],
     }
@@ -193,8 +209,9 @@ def merge_snapshots(snapshots: Iterable[Snapshot], *, with_service: bool) -> lis
 
 
 def make_client(settings: Settings) -> Redis:
-    """One connection, short timeouts, no retries: a failure is reported at once and the
-    next push (or scrape) reconnects."""
+    """One connection, made here (so this raises RedisError when Redis is down), short
+    timeouts, no retries: a failure is reported at once and the next push (or scrape) makes
+    a new client."""
     import redis
     from redis.backoff import NoBackoff
     from redis.retry import Retry
@@ -218,15 +235,16 @@ def check_credentials(settings: Settings, sources: Mapping[str, str]) -> None:
     serving); Redis merely unreachable or slow is not (the pusher logs it and retries)."""
     from redis.exceptions import AuthenticationError, RedisError
 
-    client = make_client(settings)
     try:
-        client.ping()
+        client = make_client(settings)  # connects (and authenticates) at once
+        try:
+            client.ping()
+        finally:
+            client.close()
     except AuthenticationError as exc:
         raise ConfigError([credentials_problem(settings, sources, str(exc))]) from None
     except RedisError:
         pass
-    finally:
-        client.close()
 
 
 def credentials_problem(settings: Settings, sources: Mapping[str, str], reason: str) -> Problem:
@@ -266,9 +284,12 @@ class RedisPusher:
         log: Log,
         *,
         instance_id: str,
+        epoch: int | None = None,
         on_fault: Callable[[str], None] | None = None,
     ) -> None:
         self.instance_id = instance_id
+        self._epoch = int(time.time()) if epoch is None else epoch
+        self._seq = 0
         self._settings = settings
         self._registry = registry
         self._log = log
@@ -300,7 +321,8 @@ class RedisPusher:
         on_fault: Callable[[str], None] | None = None,
     ) -> RedisPusher:
         instance_id = settings.redis_instance_id or default_instance_id(start_time=start_time)
-        return cls(settings, registry, log, instance_id=instance_id, on_fault=on_fault)
+        return cls(settings, registry, log, instance_id=instance_id, epoch=int(start_time),
+                   on_fault=on_fault)  # fmt: skip
 
     def start(self) -> None:
         if self._thread is not None:
@@ -346,8 +368,9 @@ class RedisPusher:
         from redis.exceptions import RedisError
 
         with self._lock:
+            self._seq += 1
             try:
-                blob = serialise(self._registry.collect(), self.instance_id)
+                blob = serialise(self._registry.collect(), self.instance_id, self._epoch, self._seq)
             except Exception:
                 self._fault()
                 if not self._collect_failed:
@@ -356,7 +379,10 @@ class RedisPusher:
                 return False
             try:
                 script = self._connected_script()
-                script(keys=self._keys, args=[blob, self._retention_ms, self.instance_id])
+                args: list[bytes | int | str] = [
+                    blob, self._retention_ms, self.instance_id, self._epoch, self._seq,
+                ]  # fmt: skip
+                script(keys=self._keys, args=args)
             except RedisError as exc:
                 self._fault()
                 if not self._failing:
