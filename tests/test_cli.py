@@ -32,7 +32,7 @@ def test_check_config_prints_every_setting_with_its_source() -> None:
     assert lines[0] == ["configuration", "file:", str(SEED)]
     assert lines[1] == ["KEY", "VALUE", "SOURCE"]
     rows = {line[0]: line[1:] for line in lines[2:]}
-    assert len(rows) == 24
+    assert len(rows) == 28
     assert rows["exporter.prometheus.metrics_port"] == [
         "9200",
         "environment",

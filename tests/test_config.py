@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -470,15 +471,88 @@ def test_multiproc_dir_must_be_a_directory_if_it_exists(tmp_path: Path) -> None:
         assert load_settings(environ=environ).settings.multiproc_dir == str(fine)
 
 
-def test_redis_is_refused_for_now() -> None:
+def test_redis_settings_load_from_env_and_yaml(tmp_path: Path) -> None:
+    environ = {
+        "REDIS_ENABLED": "true",
+        "REDIS_URL": "rediss://:pw@cache.internal:6380/2",
+        "REDIS_INSTANCE_ID": "web 1: ü",
+        "REDIS_PUSH_INTERVAL": "0.5",
+        "REDIS_RETENTION": "2",
+    }
+    settings = load_settings(environ=environ).settings
+    assert (settings.redis_enabled, settings.redis_url, settings.redis_instance_id) == (
+        True, "rediss://:pw@cache.internal:6380/2", "web 1: ü",
+    )  # fmt: skip
+    assert (settings.redis_push_interval, settings.redis_retention) == (0.5, 2.0)
+    path = write_yaml(
+        tmp_path, "exporter:\n  redis:\n    url: unix:///run/redis.sock\n    push_interval: 3\n"
+        "    retention: 60.5\n    instance_id: a\n",
+    )  # fmt: skip
+    settings = load_yaml_config(path)
+    assert (settings.redis_url, settings.redis_push_interval, settings.redis_retention) == (
+        "unix:///run/redis.sock", 3.0, 60.5,
+    )  # fmt: skip
+    assert settings.redis_instance_id == "a"
+
+
+@pytest.mark.parametrize(
+    ("raw", "got"),
+    [("0", "0"), ("-1", "-1"), ("abc", "a string 'abc'"), ("inf", "a string 'inf'")],
+)
+def test_push_interval_must_be_positive_seconds(raw: str, got: str) -> None:
+    assert env_problems(REDIS_PUSH_INTERVAL=raw) == [
+        Problem("REDIS_PUSH_INTERVAL", "environment", "a number of seconds > 0", got)
+    ]
+
+
+def test_push_interval_in_yaml_is_a_number_not_text(tmp_path: Path) -> None:
+    source, problems = yaml_problems(tmp_path, "exporter:\n  redis:\n    push_interval: '5'\n")
+    assert problems == [
+        Problem("exporter.redis.push_interval", source, "a number of seconds > 0", "a string '5'")
+    ]
+    source, problems = yaml_problems(tmp_path, "exporter:\n  redis:\n    retention: true\n")
+    assert problems == [
+        Problem("exporter.redis.retention", source, "a number of seconds > 0", "a boolean true")
+    ]
+
+
+def test_retention_must_exceed_the_push_interval() -> None:
+    assert env_problems(REDIS_PUSH_INTERVAL="10", REDIS_RETENTION="10") == [
+        Problem(
+            "REDIS_RETENTION",
+            "environment",
+            "more seconds than exporter.redis.push_interval (REDIS_PUSH_INTERVAL), 10, "
+            "or instances would flicker",
+            "10",
+        )
+    ]
+
+
+def test_redis_url_scheme_is_checked_without_echoing_the_url() -> None:
+    expected = "a URL starting with redis://, rediss:// or unix://"
+    assert env_problems(REDIS_URL="http://:secret@host:6379") == [
+        Problem("REDIS_URL", "environment", expected, "scheme 'http'")
+    ]
+    assert env_problems(REDIS_URL="host:6379") == [
+        Problem("REDIS_URL", "environment", expected, "scheme 'host'")
+    ]
+    assert env_problems(REDIS_URL="//host") == [
+        Problem("REDIS_URL", "environment", expected, "no scheme")
+    ]
+
+
+def test_redis_enabled_without_redis_py_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    # None in sys.modules is how Python spells "this module cannot be imported".
+    monkeypatch.setitem(sys.modules, "redis", None)
     assert env_problems(REDIS_ENABLED="true") == [
         Problem(
             "REDIS_ENABLED",
             "environment",
-            "false: Redis storage is not available in this version",
-            "true",
+            "the redis package installed with it: pip install 'gunicorn-prom-ext[redis]'",
+            "true, but redis-py is not installed",
         )
     ]
+    assert load_settings(environ={}).settings.redis_enabled is False  # not needed when off
 
 
 # --- files that cannot be read -----------------------------------------------------------------
