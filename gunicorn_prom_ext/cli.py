@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -70,7 +71,6 @@ def check_config(args: argparse.Namespace) -> int:
 
 def serve_from_redis(args: argparse.Namespace) -> int:
     import importlib.util
-    import logging
     import signal
     import threading
 
@@ -87,7 +87,9 @@ def serve_from_redis(args: argparse.Namespace) -> int:
         return 1
     from prometheus_client.registry import CollectorRegistry
 
-    from .storage.redis import RedisCollector, SidecarEndpoint, check_credentials
+    from .endpoint import MetricsEndpoint
+    from .sidecar import RedisCollector
+    from .storage.redis import check_credentials
 
     settings = resolved.settings
     try:
@@ -95,13 +97,11 @@ def serve_from_redis(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s [%(process)d] [%(levelname)s] %(message)s")  # fmt: skip
-    log = logging.getLogger("gunicorn_prom_ext.serve")
+    log = _stderr_logger("gunicorn_prom_ext.serve")
     collector = RedisCollector(settings, log, all_prefixes=args.all_prefixes)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
-    endpoint = SidecarEndpoint(settings, registry, log)
+    endpoint = MetricsEndpoint(settings, registry, log)
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
@@ -128,5 +128,19 @@ def main(argv: list[str] | None = None) -> int:
     return handler(args)
 
 
+def _stderr_logger(name: str) -> logging.Logger:
+    """A logger of the command's own (the root logger is left alone)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s [%(process)d] [%(levelname)s] %(message)s")
+    )
+    log = logging.getLogger(name)
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    return log
+
+
 if __name__ == "__main__":
     raise SystemExit(main())
+

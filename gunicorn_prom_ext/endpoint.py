@@ -41,6 +41,10 @@ GZIP_LEVEL = 6  # level 9 costs about 5x the CPU for a ~7 % smaller body
 MAX_REMEMBERED_ERRORS = 64
 
 
+class SourceUnavailable(Exception):
+    """Raised by a collector whose source is down (Redis for the sidecar): answers 503."""
+
+
 class MetricsEndpoint:
     def __init__(
         self,
@@ -311,6 +315,10 @@ class _Handler(BaseHTTPRequestHandler):
             body, headers = endpoint.render(
                 self.headers.get("Accept", ""), self.headers.get("Accept-Encoding", "")
             )
+        except SourceUnavailable as exc:
+            # The collector has logged it (once per outage): say so, without a traceback.
+            self._reply(503, f"{exc}\n".encode())
+            return
         except Exception as exc:
             endpoint.scrape_failed(exc)
             self._reply(500, b"Error while collecting metrics\n")

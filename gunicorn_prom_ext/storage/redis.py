@@ -26,15 +26,13 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
 
-from gunicorn_prom_ext.endpoint import METRICS_PATH, MetricsEndpoint, _Handler, _Server
 from gunicorn_prom_ext.log import Log
 from gunicorn_prom_ext.settings import SPECS_BY_FIELD, ConfigError, Problem, Settings, SettingSpec
 
@@ -50,8 +48,8 @@ SERVICE_LABEL = "gunicorn_service"
 # about this much, never a request, and never the master's shutdown by more than twice that.
 SOCKET_TIMEOUT = 1.0
 FORMAT_VERSION = 1
-_INDEX_SUFFIX = ":instances"
-_MAX_REMEMBERED = 64  # bounds the "logged once" memory for broken snapshots
+INDEX_SUFFIX = ":instances"
+MAX_REMEMBERED = 64  # bounds the "logged once" memory for broken snapshots
 
 # KEYS: snapshot, index. ARGV: snapshot, retention in ms, instance id, epoch, sequence.
 # A push that timed out on our side may still run later (Redis was frozen, say): one older
@@ -78,7 +76,7 @@ end
 return now
 """
 # KEYS: index. The ids still listed now.
-_LIVE_SCRIPT = """
+LIVE_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
@@ -93,11 +91,11 @@ def instance_key(prefix: str, instance_id: str) -> str:
 
 
 def index_key(prefix: str) -> str:
-    return prefix + _INDEX_SUFFIX
+    return prefix + INDEX_SUFFIX
 
 
 def prefix_of_index(key: str) -> str | None:
-    return key[: -len(_INDEX_SUFFIX)] if key.endswith(_INDEX_SUFFIX) else None
+    return key[: -len(INDEX_SUFFIX)] if key.endswith(INDEX_SUFFIX) else None
 
 
 def default_instance_id(
@@ -433,130 +431,3 @@ class RedisPusher:
             self._on_fault(FAULT_KIND)
         except Exception:
             self._log.debug("gunicorn-prom-ext: on_fault(%r) failed", FAULT_KIND, exc_info=True)
-
-
-# --- reading (the sidecar) --------------------------------------------------------------------
-
-
-class RedisUnavailable(Exception):
-    """Redis could not be read for a scrape; the sidecar answers 503."""
-
-
-class RedisCollector(Collector):
-    """The instances listed under one prefix (or every prefix), read at scrape time."""
-
-    def __init__(self, settings: Settings, log: Log, *, all_prefixes: bool = False) -> None:
-        self._settings = settings
-        self._log = log
-        self._prefix = None if all_prefixes else settings.redis_key_prefix
-        self.target = redis_target(settings)
-        self._client: Redis | None = None
-        self._script: Script | None = None
-        self._lock = threading.Lock()
-        self._failing = False
-        self._bad_snapshots: set[str] = set()
-
-    def collect(self) -> list[Metric]:
-        from redis.exceptions import RedisError
-
-        with self._lock:
-            try:
-                snapshots = self._read()
-            except RedisError as exc:
-                if not self._failing:
-                    self._failing = True
-                    self._log.error("Redis unreachable at %s (%s: %s); answering 503 until "
-                                    "it is back", self.target, type(exc).__name__, exc)  # fmt: skip
-                raise RedisUnavailable(f"Redis unavailable at {self.target}") from exc
-            if self._failing:
-                self._failing = False
-                self._log.info("Redis at %s reachable again", self.target)
-        return merge_snapshots(snapshots, with_service=self._prefix is None)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
-
-    def _read(self) -> list[Snapshot]:
-        if self._client is None or self._script is None:
-            self._client = make_client(self._settings)
-            self._script = self._client.register_script(_LIVE_SCRIPT)
-        client, live = self._client, self._script
-        prefixes = [self._prefix] if self._prefix is not None else self._scan_prefixes(client)
-        listed: list[tuple[str, str]] = []
-        for prefix in prefixes:
-            ids = cast(Sequence[bytes], live(keys=[index_key(prefix)]))
-            listed += [(prefix, i.decode("utf-8", "replace")) for i in ids]
-        if not listed:
-            return []
-        blobs = cast(Sequence[bytes | None], client.mget([instance_key(*pi) for pi in listed]))
-        snapshots = []
-        for (prefix, instance_id), blob in zip(listed, blobs, strict=True):
-            if blob is None:
-                continue  # expired between the two reads
-            try:
-                snapshots.append(Snapshot(prefix, instance_id, deserialise(blob)))
-            except ValueError as exc:
-                self._bad_snapshot(instance_key(prefix, instance_id), exc)
-        return snapshots
-
-    @staticmethod
-    def _scan_prefixes(client: Redis) -> list[str]:
-        # SCAN, not KEYS: it never blocks a busy Redis. Only sorted sets: an instance whose
-        # id happens to end in ":instances" has a string key.
-        prefixes = set()
-        for key in client.scan_iter(match="*" + _INDEX_SUFFIX, count=1000, _type="zset"):
-            try:
-                prefix = prefix_of_index(cast(bytes, key).decode("utf-8"))
-            except UnicodeDecodeError:
-                continue  # not written by us
-            if prefix is not None:
-                prefixes.add(prefix)
-        return sorted(prefixes)
-
-    def _bad_snapshot(self, key: str, exc: ValueError) -> None:
-        if key in self._bad_snapshots:
-            return
-        if len(self._bad_snapshots) >= _MAX_REMEMBERED:
-            self._bad_snapshots.clear()
-        self._bad_snapshots.add(key)
-        self._log.error("skipped unreadable snapshot %r: %s", key, exc)
-
-
-class SidecarEndpoint(MetricsEndpoint):
-    """The metrics endpoint (same auth and TLS), answering 503 while Redis is unreachable.
-
-    MetricsEndpoint answers any failed scrape with 500; the sidecar swaps in a handler that
-    tells "Redis is down" apart. (It leans on endpoint.py's handler and _bind; a public
-    "unavailable" hook there would make this subclass two lines.)
-    """
-
-    def _bind(self) -> _Server:
-        server = super()._bind()
-        server.RequestHandlerClass = _SidecarHandler
-        return server
-
-
-class _SidecarHandler(_Handler):
-    def do_GET(self) -> None:
-        endpoint = self.server.endpoint
-        metrics = urlsplit(self.path).path == METRICS_PATH
-        if not (metrics and endpoint.authorized(self.headers.get("Authorization"))):
-            super().do_GET()  # 404 or 401, exactly as the instance's endpoint answers
-            return
-        try:
-            body, headers = endpoint.render(
-                self.headers.get("Accept", ""), self.headers.get("Accept-Encoding", "")
-            )
-        except RedisUnavailable as exc:
-            self._reply(503, f"{exc}\n".encode())  # logged once per outage by the collector
-            return
-        except Exception as exc:
-            endpoint.scrape_failed(exc)
-            self._reply(500, b"Error while collecting metrics\n")
-            return
-        self._reply(200, body, headers)
-
-    do_HEAD = do_GET
