@@ -14,7 +14,9 @@ from __future__ import annotations
 import atexit
 import contextlib
 import errno
+import itertools
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
@@ -65,27 +67,40 @@ LEFTOVER_SWEEP_SECONDS = 30.0
 FAULTS_HELP = "Faults gunicorn-prom-ext contained (logged once each), by kind."
 
 
+Hook = Callable[..., Any]
+FrameworkSettings = Callable[[Any], Mapping[str, object]]
+
+
 class PrometheusHooks:
     """The hooks, as bound methods, plus the state they share within one process."""
 
     def __init__(
         self,
         *,
-        framework: Mapping[str, object] | None = None,
+        framework: Mapping[str, object] | FrameworkSettings | None = None,
         command_line: Mapping[str, object] | None = None,
         framework_source: str = "framework settings",
+        gunicorn_settings_applied: bool = False,
     ) -> None:
+        """``framework``: a framework's settings, or a function of the arbiter returning
+        them, called in the master's first hook (Django's settings cannot be read before).
+        ``gunicorn_settings_applied``: a launcher already handed the ``gunicorn`` section
+        to gunicorn (no warning that plain gunicorn ignores it)."""
         # Nothing is read here: settings load in the master's first hook, after gunicorn
         # has parsed its own configuration.
         self._framework = framework
         self._command_line = command_line
         self._framework_source = framework_source
+        self._gunicorn_settings_applied = gunicorn_settings_applied
         self.settings: Settings | None = None
         self._directory: MultiprocDirectory | None = None
         self._state: ServerState | None = None
         self._endpoint: MetricsEndpoint | None = None
         self._pusher: RedisPusher | None = None
-        self._recorder: RequestRecorder | None = None
+        # One recorder per thread (gthread runs requests in a pool): no lock on the request
+        # path, each thread writes files of its own.
+        self._local = threading.local()
+        self._thread_numbers = itertools.count()
         self._faults: Counters | None = None
         self._archive: Archive | None = None
         self._fold_lock: DirectoryLock | None = None
@@ -93,6 +108,28 @@ class PrometheusHooks:
         self._in_worker = False
         self._retry_at = 0.0
         self._logged: set[tuple[str, str]] = set()
+        self._added: dict[str, list[Hook]] = {name: [] for name in HOOK_ARITY}
+        self._added_pre_request = self._added["pre_request"]
+        self._added_post_request = self._added["post_request"]
+
+    def add(self, name: str, fn: Hook) -> None:
+        """Run ``fn`` with gunicorn's arguments whenever this hook runs, from now on.
+
+        For hooks that become known late, from inside the served app (a Flask extension
+        under plain gunicorn: in each worker, or in the master with --preload). They run
+        after this package's part, except for worker_exit and on_exit, where they run
+        before it. An exception from one is logged once and counted, never raised.
+        """
+        if name not in HOOK_ARITY:
+            raise ValueError(f"unknown gunicorn hook {name!r}")
+        self._added[name].append(fn)
+
+    @property
+    def role(self) -> str | None:
+        """"master" or "worker" once the hooks run in this process, else None."""
+        if self._in_worker:
+            return "worker"
+        return "master" if self._state is not None else None
 
     # -- master ---------------------------------------------------------------------
 
@@ -106,16 +143,19 @@ class PrometheusHooks:
             self._state.workers_desired(new_value)
         except Exception:
             self._fault("hook", arbiter.log, "nworkers_changed")
+        self._run_added("nworkers_changed", arbiter, new_value, old_value)
 
     def on_starting(self, arbiter: Any) -> None:
         if self._state is None:  # nworkers_changed was replaced by a project's config
             self._start_master(arbiter)
+        self._run_added("on_starting", arbiter)
 
     def when_ready(self, arbiter: Any) -> None:
         try:
             self._start_endpoint(arbiter)
         except Exception:
             self._fault("hook", arbiter.log, "when_ready")
+        self._run_added("when_ready", arbiter)
 
     def pre_fork(self, arbiter: Any, worker: Any) -> None:
         try:
@@ -123,6 +163,7 @@ class PrometheusHooks:
                 self._state.worker_spawning(worker.age)
         except Exception:
             self._fault("hook", arbiter.log, "pre_fork")
+        self._run_added("pre_fork", arbiter, worker)
 
     def child_exit(self, arbiter: Any, worker: Any) -> None:
         try:
@@ -132,6 +173,7 @@ class PrometheusHooks:
             self._fold_worker_files(worker.pid)
         except Exception:
             self._fault("hook", arbiter.log, "child_exit")
+        self._run_added("child_exit", arbiter, worker)
 
     def on_reload(self, arbiter: Any) -> None:
         try:
@@ -139,6 +181,7 @@ class PrometheusHooks:
                 self._state.reloaded()
         except Exception:
             self._fault("hook", arbiter.log, "on_reload")
+        self._run_added("on_reload", arbiter)
 
     def pre_exec(self, arbiter: Any) -> None:
         # Runs in the forked child that is about to exec the new master (USR2). Its
@@ -149,8 +192,10 @@ class PrometheusHooks:
                 arbiter.cfg.env_orig[PRIVATE_DIR_ENV] = self._directory.path
         except Exception:
             self._fault("hook", arbiter.log, "pre_exec")
+        self._run_added("pre_exec", arbiter)
 
     def on_exit(self, arbiter: Any) -> None:
+        self._run_added("on_exit", arbiter)
         try:
             if self._pusher is not None:  # its final push reads the files: before they go
                 self._pusher.stop()
@@ -187,6 +232,7 @@ class PrometheusHooks:
             self._request_fault(worker.log, "post_fork", exc)
         except Exception:
             self._fault("hook", worker.log, "post_fork")
+        self._run_added("post_fork", arbiter, worker)
 
     def post_worker_init(self, worker: Any) -> None:
         # The app is loaded now. If it imported prometheus_client it did so in
@@ -195,26 +241,31 @@ class PrometheusHooks:
             ensure_multiprocess_mode()
         except Exception as exc:
             self._log_once(worker.log, "post_worker_init", str(exc))
+        self._run_added("post_worker_init", worker)
 
     def worker_int(self, worker: Any) -> None:
         # SIGINT/SIGQUIT: a quick but clean exit; worker_exit will note it as graceful.
         pass
+        self._run_added("worker_int", worker)
 
     def worker_abort(self, worker: Any) -> None:
         # The master has already flagged this worker as timed out (worker.aborted), and
         # gunicorn runs post_request for the stuck request next: nothing to add here.
         pass
+        self._run_added("worker_abort", worker)
 
     def pre_request(self, worker: Any, req: Any) -> None:
-        recorder = self._recorder or self._retry_recorder(worker)
+        recorder = getattr(self._local, "recorder", None) or self._thread_recorder(worker)
         if recorder is not None:
             try:
                 recorder.request_started(req.method)
             except Exception as exc:
                 self._request_fault(worker.log, "pre_request", exc)
+        if self._added_pre_request:  # a check, not a call: this runs for every request
+            self._run_added("pre_request", worker, req)
 
     def post_request(self, worker: Any, req: Any, environ: Any, resp: Any) -> None:
-        recorder = self._recorder
+        recorder: RequestRecorder | None = getattr(self._local, "recorder", None)
         if recorder is not None:
             try:
                 recorder.request_finished(environ, resp)
@@ -224,8 +275,11 @@ class PrometheusHooks:
             if faults is not None and faults.pending:  # counted while the disk was full
                 with contextlib.suppress(OSError):
                     faults.flush()
+        if self._added_post_request:
+            self._run_added("post_request", worker, req, environ, resp)
 
     def worker_exit(self, arbiter: Any, worker: Any) -> None:
+        self._run_added("worker_exit", arbiter, worker)
         try:
             if self._state is not None:
                 self._state.notes.leave(worker.age, exit_reason_in_worker(worker))
@@ -234,9 +288,16 @@ class PrometheusHooks:
 
     # -- internals --------------------------------------------------------------------
 
+    def _run_added(self, name: str, *args: Any) -> None:
+        for fn in self._added[name]:
+            try:
+                fn(*args)
+            except Exception:
+                self._fault("hook", args[0].log, f"{name} (added {fn!r})")
+
     def _start_master(self, arbiter: Any) -> None:
         resolved = load_settings(
-            framework=self._framework,
+            framework=self._framework(arbiter) if callable(self._framework) else self._framework,
             command_line=self._command_line,
             framework_source=self._framework_source,
         )
@@ -274,7 +335,8 @@ class PrometheusHooks:
             directory.path,
             "private" if directory.private else "shared",
         )
-        _warn_unapplied_gunicorn_settings(arbiter.log, resolved.sources, settings)
+        if not self._gunicorn_settings_applied:
+            _warn_unapplied_gunicorn_settings(arbiter.log, resolved.sources, settings)
 
     def _start_endpoint(self, arbiter: Any) -> None:
         if self.settings is None or self._directory is None or self._state is None:
@@ -328,32 +390,34 @@ class PrometheusHooks:
         with contextlib.suppress(OSError):
             self._faults.flush()
         self._in_worker = True
-        self._recorder = self._new_recorder(worker.log)
+        self._local.recorder = self._new_recorder(worker.log)
 
     def _new_recorder(self, log: Log) -> RequestRecorder:
         from gunicorn_prom_ext.requests import MetricNames, RequestRecorder
 
         assert self.settings is not None and self._directory is not None
-        settings, path, pid = self.settings, self._directory.path, os.getpid()
+        settings, path = self.settings, self._directory.path
+        ident = f"{os.getpid()}-{next(self._thread_numbers)}"
         return RequestRecorder(
-            histograms=MetricFile(metric_file_path(path, "histogram", pid)),
-            gauges=MetricFile(metric_file_path(path, "gauge_livesum", pid)),
+            histograms=MetricFile(metric_file_path(path, "histogram", ident)),
+            gauges=MetricFile(metric_file_path(path, "gauge_livesum", ident)),
             names=MetricNames(settings.namespace),
             duration_buckets=settings.duration_buckets,
             body_size_buckets=settings.body_size_buckets,
             log=log,
         )
 
-    def _retry_recorder(self, worker: Any) -> RequestRecorder | None:
-        """A worker that could not create its files (a full disk) tries again, once a second."""
+    def _thread_recorder(self, worker: Any) -> RequestRecorder | None:
+        """The recorder of a thread's first request, or again after a full disk (1/s)."""
         if not self._in_worker or time.monotonic() < self._retry_at:
             return None
         try:
-            self._recorder = self._new_recorder(worker.log)
+            recorder = self._local.recorder = self._new_recorder(worker.log)
         except OSError as exc:
             self._retry_at = time.monotonic() + 1.0
             self._request_fault(worker.log, "post_fork", exc)
-        return self._recorder
+            return None
+        return recorder
 
     def _request_fault(self, log: Log, where: str, exc: Exception) -> None:
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
@@ -408,7 +472,7 @@ class PrometheusHooks:
 
 def _fault_counters(directory: str, namespace: str) -> Counters:
     name = f"{namespace}_{FAULTS_METRIC}" if namespace else FAULTS_METRIC
-    path = metric_file_path(directory, "counter", os.getpid())
+    path = metric_file_path(directory, "counter", str(os.getpid()))
     return Counters(path, name, FAULTS_HELP, ["kind"])
 
 
@@ -437,7 +501,6 @@ def _warn_unapplied_gunicorn_settings(
 
 # -- chaining with a project's own hooks ------------------------------------------------
 
-Hook = Callable[..., Any]
 
 
 def _normalised(name: str, theirs: Hook) -> Hook:

@@ -8,7 +8,6 @@ a clock read, a dict lookup and a handful of 8-byte writes into the worker's fil
 from __future__ import annotations
 
 import math
-import threading
 import time
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
@@ -98,10 +97,11 @@ class _Series:
 
 
 class RequestRecorder:
-    """Records every request a worker serves into that worker's own metric files.
+    """Records the requests one thread of a worker serves into that thread's own files.
 
-    Safe for gthread workers (one lock, taken once per hook) and for gevent and asgi
-    (the start time travels in a ContextVar, not on the request object).
+    Not thread safe, and needs no lock: the hooks give each thread its own recorder
+    (gthread). Greenlets (gevent) and coroutines (asgi) share their thread's recorder
+    safely, since nothing here yields; their start times travel in a ContextVar.
     """
 
     def __init__(
@@ -121,7 +121,6 @@ class RequestRecorder:
         self._log = log
         self._series: dict[tuple[str, str, str], _Series] = {}
         self._active: dict[str, list[float]] = {}  # method -> [position, value]
-        self._lock = threading.Lock()
         self._started: ContextVar[tuple[float, str] | None] = ContextVar(
             "gunicorn_prom_ext_started", default=None
         )
@@ -131,10 +130,9 @@ class RequestRecorder:
         if method not in STANDARD_METHODS:
             method = OTHER_METHOD
         self._started.set((time.perf_counter(), method))
-        with self._lock:
-            active = self._active.get(method) or self._new_active(method)
-            active[1] += 1.0
-            self._gauges.write(int(active[0]), active[1])
+        active = self._active.get(method) or self._new_active(method)
+        active[1] += 1.0
+        self._gauges.write(int(active[0]), active[1])
 
     def request_finished(self, environ: Mapping[str, Any] | None, resp: Any) -> None:
         started = self._started.get()
@@ -161,17 +159,17 @@ class RequestRecorder:
                     request_size = int(length)
                 except ValueError:
                     request_size = 0
-        key = (method, route, status)
-        with self._lock:
-            # The gauge first: a new label set needs file space, which a full disk refuses.
-            active = self._active.get(method)
-            if active is not None:
-                active[1] -= 1.0
-                self._gauges.write(int(active[0]), active[1])
-            series = self._series.get(key) or self._new_series(key)
-            series.duration.observe(duration)
-            series.request_size.observe(request_size)
-            series.response_size.observe(response_size)
+        # The gauge first: a new label set needs file space, which a full disk refuses.
+        active = self._active.get(method)
+        if active is not None:
+            active[1] -= 1.0
+            self._gauges.write(int(active[0]), active[1])
+        series = self._series.get((method, route, status)) or self._new_series(
+            (method, route, status)
+        )
+        series.duration.observe(duration)
+        series.request_size.observe(request_size)
+        series.response_size.observe(response_size)
 
     def _new_active(self, method: str) -> list[float]:
         name = self._names.active

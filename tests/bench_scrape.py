@@ -40,8 +40,8 @@ FAKE_PID_BASE = 5_000_000  # above Linux's pid_max: never alive
 def write_worker(directory: str, pid: int) -> None:
     settings = Settings()
     recorder = RequestRecorder(
-        MetricFile(metric_file_path(directory, "histogram", pid)),
-        MetricFile(metric_file_path(directory, "gauge_livesum", pid)),
+        MetricFile(metric_file_path(directory, "histogram", f"{pid}-0")),
+        MetricFile(metric_file_path(directory, "gauge_livesum", f"{pid}-0")),
         MetricNames(""),
         settings.duration_buckets,
         settings.body_size_buckets,
@@ -53,7 +53,7 @@ def write_worker(directory: str, pid: int) -> None:
         recorder.request_started("GET")
         recorder.request_finished(environ, resp)
     recorder.close()
-    path = metric_file_path(directory, "counter", pid)
+    path = metric_file_path(directory, "counter", str(pid))
     Counters(path, "gunicorn_prom_ext_faults", "Faults.", ["kind"]).inc("request")
 
 

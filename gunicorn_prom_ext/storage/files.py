@@ -44,9 +44,10 @@ def le_label(bound: float) -> str:
     return "+Inf" if bound == math.inf else repr(float(bound))
 
 
-def metric_file_path(directory: str, kind: str, pid: int) -> str:
-    """``kind`` is ``histogram``, ``counter`` or ``gauge_<mode>`` (e.g. ``gauge_livesum``)."""
-    return os.path.join(directory, f"{kind}_gpe-{pid}.db")
+def metric_file_path(directory: str, kind: str, ident: str) -> str:
+    """``kind`` is ``histogram``, ``counter`` or ``gauge_<mode>`` (e.g. ``gauge_livesum``);
+    ``ident`` the writer: ``<pid>``, or ``<pid>-<n>`` for the n-th thread of a process."""
+    return os.path.join(directory, f"{kind}_gpe-{ident}.db")
 
 
 class Entry(NamedTuple):

@@ -47,7 +47,7 @@ def parse_file_name(path: str) -> FileName | None:
     match = _NAME.match(os.path.basename(path))
     if match is None:
         return None
-    ident = match["id"].removeprefix("gpe-")
+    ident = match["id"].removeprefix("gpe-").split("-")[0]  # gpe-<pid>-<thread>
     pid = int(ident) if ident.isdigit() else None
     return FileName(path, match["type"], match["mode"] or "", pid)
 
@@ -60,7 +60,12 @@ _KINDS = ("counter", "histogram", "summary", *(f"gauge_{mode}" for mode in _GAUG
 
 
 def files_of(directory: str, pid: int) -> list[FileName]:
-    found = []
+    # Per-thread files of a worker (gpe-<pid>-<n>), then every fixed name.
+    found = [
+        name
+        for path in glob.glob(os.path.join(directory, f"*_gpe-{pid}-*.db"))
+        if (name := parse_file_name(path)) is not None and name.pid == pid
+    ]
     for kind in _KINDS:
         for ident in (str(pid), f"gpe-{pid}"):
             path = os.path.join(directory, f"{kind}_{ident}.db")
