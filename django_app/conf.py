@@ -1,0 +1,60 @@
+"""The ``GUNICORN_PROMETHEUS`` Django setting, read lazily.
+
+Nothing here reads Django's settings at import: every function looks them up when
+called, so ``override_settings`` and pytest-django's ``settings`` fixture take effect.
+
+``GUNICORN_PROMETHEUS`` is a dict keyed by the core setting names in upper case
+(``METRICS_PORT``, ``AUTH_USERNAME``, …; see the settings table in the README). In the
+core's precedence it sits between the environment and the command line:
+defaults < YAML file < environment < ``GUNICORN_PROMETHEUS`` < command line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from gunicorn_prom_ext.settings import Settings
+from gunicorn_prom_ext.sources import ResolvedSettings, load_settings
+
+SETTING_NAME = "GUNICORN_PROMETHEUS"
+# How problems and `gunicorn-prom-ext`-style source listings name this layer.
+FRAMEWORK_SOURCE = f"{SETTING_NAME} setting"
+
+# The settings the running server resolved, set by the hooks in the master and so
+# inherited by every forked worker (the /metrics view relays to exactly that endpoint).
+_running: Settings | None = None
+
+
+def raw_setting() -> object:
+    """``settings.GUNICORN_PROMETHEUS`` as written; ``{}`` when absent."""
+    from django.conf import settings
+
+    value: object = getattr(settings, SETTING_NAME, None)
+    return {} if value is None else value
+
+
+def framework_settings() -> Mapping[str, object]:
+    """The setting as a mapping for the core; a non-mapping (system check E001) counts as
+    empty here, so a broken value never half-applies."""
+    value = raw_setting()
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(key): item for key, item in value.items()}
+
+
+def resolve_settings() -> ResolvedSettings:
+    """Every source merged as the server would (raises ConfigError listing all problems)."""
+    return load_settings(framework=framework_settings(), framework_source=FRAMEWORK_SOURCE)
+
+
+def set_running_settings(settings: Settings | None) -> None:
+    global _running
+    _running = settings
+
+
+def running_settings() -> Settings:
+    """The settings of the gunicorn server this process belongs to, else resolved now
+    (under ``runserver`` or in tests)."""
+    if _running is not None:
+        return _running
+    return resolve_settings().settings
