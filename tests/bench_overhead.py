@@ -9,6 +9,11 @@ pinned to core 0: BARE (no config) and INSTRUMENTED (-c python:gunicorn_prom_ext
 wrk, pinned to core 1, loads one of them at a time, alternating bare/instrumented for each
 round, so drifts in machine speed hit both alike. Per round we record throughput and the
 worker's CPU time (user+system, from psutil) divided by the requests wrk completed.
+
+A variant with ``redis=True`` (wsgi-redis) starts its own redis-server on a free loopback
+port; its instrumented server pushes there (REDIS_PUSH_INTERVAL=1, five times the default),
+and a third server, FILE (the same hooks without Redis), runs in the same rounds, so the
+Redis mode is compared with the file mode pair by pair.
 """
 
 from __future__ import annotations
@@ -22,11 +27,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 from harness import DEFAULT_CONFIG, REPO_ROOT, Gunicorn, GunicornError
+from redis_harness import RedisServer, redis_env
 
 
 @dataclass(frozen=True)
@@ -38,10 +45,38 @@ class Variant:
     cwd: Path  # directory the app module is imported from
     extra_args: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
+    # APP_MODULE of the instrumented server when it differs (an app with its framework
+    # extension installed); the bare server always serves ``app``.
+    instrumented_app: str | None = None
+    redis: bool = False  # instrumented server pushes to a redis-server started for the run
+    # gunicorn config of the instrumented server when it is not the core's module (the
+    # Django variant uses django_app's, as `manage.py rungunicorn` does).
+    instrumented_config: str | None = None
 
 
 VARIANTS: list[Variant] = [
     Variant("wsgi", "app:app", REPO_ROOT / "example_projects" / "hello_wsgi"),
+    # gthread: the per-request cost with 8 threads sharing one worker's recorder lock.
+    Variant(
+        "wsgi-gthread",
+        "app:app",
+        REPO_ROOT / "example_projects" / "hello_wsgi",
+        extra_args=("--threads", "8"),
+    ),
+    Variant(
+        "flask",
+        "bench_app:create_app()",
+        REPO_ROOT / "tests" / "flask_apps",
+        instrumented_app="bench_app:create_app(instrumented=True)",
+    ),
+    Variant("wsgi-redis", "app:app", REPO_ROOT / "example_projects" / "hello_wsgi", redis=True),
+    Variant(
+        "django",
+        "benchsite.wsgi_bare:application",
+        REPO_ROOT / "tests" / "django_project",
+        instrumented_app="benchsite.wsgi_instrumented:application",
+        instrumented_config="python:django_app.gunicorn_conf",
+    ),
 ]
 
 
@@ -117,23 +152,26 @@ def pin(server: Gunicorn, core: int | None) -> None:
 def bench_variant(
     variant: Variant, args: argparse.Namespace, wrk: str, tmp: str
 ) -> tuple[list[Round], list[Round]]:
-    def server(config: str | None) -> Gunicorn:
+    def server(config: str | None, extra_env: dict[str, str] | None = None) -> Gunicorn:
         return Gunicorn(
-            variant.app,
+            (variant.instrumented_app or variant.app) if config else variant.app,
             "-k",
             "sync",
             *variant.extra_args,
-            config=config,
+            config=(variant.instrumented_config or config) if config else None,
             cwd=str(variant.cwd),
-            env=variant.env,
+            env={**variant.env, **(extra_env or {})},
             tmp_dir=tmp,
         )
 
-    servers = {"bare": server(None)}
-    if not args.bare_only:
-        servers["instr"] = server(DEFAULT_CONFIG)
-    rounds: dict[str, list[Round]] = {mode: [] for mode in servers}
     with contextlib.ExitStack() as stack:
+        redis = start_redis(stack, tmp) if variant.redis and not args.bare_only else None
+        servers = {"bare": server(None)}
+        if redis is not None:
+            servers["file"] = server(DEFAULT_CONFIG)  # the baseline the Redis mode must match
+        if not args.bare_only:
+            servers["instr"] = server(DEFAULT_CONFIG, redis_bench_env(redis) if redis else None)
+        rounds: dict[str, list[Round]] = {mode: [] for mode in servers}
         for s in servers.values():
             stack.enter_context(s.start())
             pin(s, args.server_core)
@@ -164,7 +202,51 @@ def bench_variant(
                 f"recorded, {sent['instr']} completed by wrk",
                 flush=True,
             )
+        if redis is not None:
+            report_redis(variant.name, redis, servers["instr"], rounds["file"], rounds["instr"])
     return rounds["bare"], rounds.get("instr", [])
+
+
+def start_redis(stack: contextlib.ExitStack, tmp: str) -> RedisServer:
+    binary = shutil.which("redis-server") or shutil.which("redis-server", path="/usr/bin")
+    if binary is None:
+        raise RuntimeError("redis-server not found (apt-get install redis-server)")
+    server = RedisServer(binary, Path(tmp)).start()
+    stack.callback(server.stop)
+    return server
+
+
+def redis_bench_env(server: RedisServer) -> dict[str, str]:
+    return redis_env(server, REDIS_PUSH_INTERVAL="1", REDIS_INSTANCE_ID="bench")
+
+
+def report_redis(
+    name: str, redis: RedisServer, instr: Gunicorn, file: list[Round], pushed: list[Round]
+) -> None:
+    """Redis mode against file mode, paired per round, and what the last push held."""
+    from gunicorn_prom_ext.storage.redis import deserialise, instance_key
+
+    time.sleep(1.5)  # one more push, after the last round
+    blob = redis.client().get(instance_key("gunicorn", "bench"))
+    if not isinstance(blob, bytes):
+        raise RuntimeError(f"no snapshot in Redis\n{instr.log_text()}")
+    in_redis = sum(
+        s.value for f in deserialise(blob) for s in f.samples
+        if s.name.endswith("request_duration_seconds_count")
+    )  # fmt: skip
+    med = statistics.median
+    pairs = list(zip(file, pushed, strict=True))
+    cpu = med(r.us_per_request / f.us_per_request for f, r in pairs)
+    rps = med(r.rps / f.rps for f, r in pairs)
+    print(
+        f"{name:<8} redis snapshot: {len(blob)} bytes, {in_redis:.0f} requests recorded\n"
+        f"\n== {name}: Redis mode vs file mode, medians of per-round ratios\n"
+        f"  CPU µs/request   file {med(f.us_per_request for f in file):10.1f}   redis "
+        f"{med(r.us_per_request for r in pushed):10.1f}   ratio {cpu:.3f} (limit 1.1)\n"
+        f"  req/s            file {med(f.rps for f in file):10.1f}   redis "
+        f"{med(r.rps for r in pushed):10.1f}   ratio {rps:.3f}",
+        flush=True,
+    )
 
 
 def summarize(name: str, bare: list[Round], inst: list[Round]) -> None:
