@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from flask import request as _request
+
 from gunicorn_prom_ext.hooks import HOOK_ARITY, PrometheusHooks
 from gunicorn_prom_ext.requests import ROUTE_ENVIRON_KEY
 from gunicorn_prom_ext.settings import SETTINGS, ConfigError, Problem, Settings, describe
@@ -363,11 +365,11 @@ def _label_routes(app: Flask) -> None:
 
 
 def _set_route(exc: BaseException | None) -> None:
-    from flask import request
-
-    rule = request.url_rule
+    # Runs for every request: resolve the request proxy once, then plain attributes.
+    req = _request._get_current_object()  # type: ignore[attr-defined]  # a LocalProxy
+    rule = req.url_rule
     if rule is not None:
-        request.environ[ROUTE_ENVIRON_KEY] = rule.rule
+        req.environ[ROUTE_ENVIRON_KEY] = rule.rule
 
 
 def _metrics_view() -> Response:

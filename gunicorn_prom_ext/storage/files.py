@@ -29,7 +29,6 @@ from typing import NamedTuple
 
 _INITIAL_SIZE = 1 << 16
 _INT = struct.Struct("i")
-_DOUBLE = struct.Struct("d")
 _TWO_DOUBLES = struct.Struct("dd")
 
 
@@ -98,6 +97,9 @@ class MetricFile:
         except FileNotFoundError:
             self._fd = self._create(path)
         self._map = mmap.mmap(self._fd, os.fstat(self._fd).st_size)
+        # Values are 8-byte aligned doubles: writing one through a 'd' view is a single
+        # aligned store (no packing, and a concurrent reader never sees half a value).
+        self._doubles = memoryview(self._map).cast("d")
         self._used: int = _INT.unpack_from(self._map, 0)[0]
         if self._used == 0:
             self._used = 8
@@ -162,7 +164,9 @@ class MetricFile:
             while new_size < end:
                 new_size *= 2
             self._reserve(new_size)
+            self._doubles.release()  # mmap refuses to resize while a view exists
             self._map.resize(new_size)
+            self._doubles = memoryview(self._map).cast("d")
 
     def _append(self, key: str) -> int:
         encoded = key.encode("utf-8")
@@ -179,15 +183,14 @@ class MetricFile:
         return pos
 
     def write(self, pos: int, value: float) -> None:
-        # Slice assignment, not pack_into: pack_into zeroes the bytes first, and a
-        # concurrent reader could see 0 (prometheus_client notes the same).
-        self._map[pos : pos + 8] = _DOUBLE.pack(value)
+        self._doubles[pos >> 3] = value
 
     def write_with_timestamp(self, pos: int, value: float, timestamp: float) -> None:
         self._map[pos : pos + 16] = _TWO_DOUBLES.pack(value, timestamp)
 
     def close(self) -> None:
         try:
+            self._doubles.release()
             self._map.close()
         finally:
             os.close(self._fd)
