@@ -11,7 +11,13 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from gunicorn_prom_ext.storage.fold import Archive, DirectoryLock, fold_leftovers, parse_file_name
+from gunicorn_prom_ext.storage.fold import (
+    Archive,
+    DirectoryLock,
+    files_of,
+    fold_leftovers,
+    parse_file_name,
+)
 
 # Each run is one short-lived process writing every kind of multiprocess value.
 WRITER = """
@@ -81,3 +87,20 @@ def test_file_names() -> None:
     archive = parse_file_name("/d/histogram_archive-5.db")
     assert archive is not None and archive.is_archive and archive.pid is None
     assert parse_file_name("/d/counter_1.db.corrupt") is None
+
+
+def test_files_of_finds_every_thread_of_a_worker(tmp_path: Path) -> None:
+    pid = 5_000_000
+    names = [
+        f"histogram_gpe-{pid}-0.db",
+        f"gauge_livesum_gpe-{pid}-0.db",
+        f"histogram_gpe-{pid}-1.db",
+        f"gauge_livesum_gpe-{pid}-1.db",
+        f"counter_gpe-{pid}.db",
+        f"counter_{pid}.db",
+        f"gauge_all_{pid}.db",
+    ]
+    for name in [*names, f"counter_{pid}1.db", f"histogram_gpe-{pid}1-0.db"]:
+        (tmp_path / name).write_bytes(b"")
+    found = sorted(os.path.basename(n.path) for n in files_of(str(tmp_path), pid))
+    assert found == sorted(names)

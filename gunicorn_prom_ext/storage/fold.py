@@ -60,14 +60,23 @@ _KINDS = ("counter", "histogram", "summary", *(f"gauge_{mode}" for mode in _GAUG
 
 
 def files_of(directory: str, pid: int) -> list[FileName]:
-    # Per-thread files of a worker (gpe-<pid>-<n>), then every fixed name.
-    found = [
-        name
-        for path in glob.glob(os.path.join(directory, f"*_gpe-{pid}-*.db"))
-        if (name := parse_file_name(path)) is not None and name.pid == pid
-    ]
+    """Every file a process wrote: prometheus_client's, then ours, thread by thread.
+
+    Names are built and checked rather than globbed, which would cost as much as the
+    directory is large. Thread files are numbered from 0; one lost to a full disk leaves
+    a gap, and the files past it go to the leftover sweep.
+    """
+    idents = [str(pid), f"gpe-{pid}"]
+    thread = 0
+    while any(
+        os.path.exists(os.path.join(directory, f"{kind}_gpe-{pid}-{thread}.db"))
+        for kind in ("histogram", "gauge_livesum")
+    ):
+        idents.append(f"gpe-{pid}-{thread}")
+        thread += 1
+    found = []
     for kind in _KINDS:
-        for ident in (str(pid), f"gpe-{pid}"):
+        for ident in idents:
             path = os.path.join(directory, f"{kind}_{ident}.db")
             if os.path.exists(path):
                 name = parse_file_name(path)
