@@ -9,21 +9,8 @@ in the master's first hook, not at import. In your own gunicorn.conf.py:
 """
 
 from django_app.hooks import DjangoPrometheusHooks
+from gunicorn_prom_ext.hooks import install_hooks
 
 hooks = DjangoPrometheusHooks()
-
-on_starting = hooks.on_starting
-on_reload = hooks.on_reload
-when_ready = hooks.when_ready
-pre_fork = hooks.pre_fork
-post_fork = hooks.post_fork
-post_worker_init = hooks.post_worker_init
-worker_int = hooks.worker_int
-worker_abort = hooks.worker_abort
-pre_exec = hooks.pre_exec
-pre_request = hooks.pre_request
-post_request = hooks.post_request
-child_exit = hooks.child_exit
-worker_exit = hooks.worker_exit
-nworkers_changed = hooks.nworkers_changed
-on_exit = hooks.on_exit
+# on_starting, when_ready, … post_request: the fifteen names gunicorn looks for here.
+install_hooks(globals(), hooks)

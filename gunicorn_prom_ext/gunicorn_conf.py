@@ -10,22 +10,8 @@ re-executes a config *file* on HUP while a module import is cached: a gunicorn.c
 that calls ``install_hooks(globals())`` reuses this instance, so its state survives.
 """
 
-from gunicorn_prom_ext.hooks import PrometheusHooks
+from gunicorn_prom_ext.hooks import PrometheusHooks, install_hooks
 
 hooks = PrometheusHooks()
-
-on_starting = hooks.on_starting
-on_reload = hooks.on_reload
-when_ready = hooks.when_ready
-pre_fork = hooks.pre_fork
-post_fork = hooks.post_fork
-post_worker_init = hooks.post_worker_init
-worker_int = hooks.worker_int
-worker_abort = hooks.worker_abort
-pre_exec = hooks.pre_exec
-pre_request = hooks.pre_request
-post_request = hooks.post_request
-child_exit = hooks.child_exit
-worker_exit = hooks.worker_exit
-nworkers_changed = hooks.nworkers_changed
-on_exit = hooks.on_exit
+# on_starting, when_ready, … post_request: the fifteen names gunicorn looks for here.
+install_hooks(globals(), hooks)

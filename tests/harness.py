@@ -289,6 +289,33 @@ class Gunicorn:
     def signal(self, sig: int) -> None:
         os.kill(self.master_pid, sig)
 
+    def usr2_handover(self, workers: int = 1, timeout: float = 20) -> psutil.Process:
+        """USR2, wait for the new master (a child of the old one, re-executed with
+        GUNICORN_PID, same command line) and its workers, then TERM the old master and wait
+        until it is gone. Returns the new master; stop() still ends it (same session)."""
+        old = psutil.Process(self.master_pid)
+        self.signal(_signal.SIGUSR2)
+
+        def new_master() -> psutil.Process | None:
+            for child in old.children():
+                if child.cmdline() == old.cmdline() and "GUNICORN_PID" in child.environ():
+                    return child
+            return None
+
+        successor = self.wait_for(new_master, timeout=timeout, message="new master after USR2")
+        self.wait_for(
+            lambda: len(successor.children()) == workers,
+            timeout=timeout,
+            message="the new master's workers",
+        )
+        old.send_signal(_signal.SIGTERM)
+        self.wait_for(
+            lambda: not old.is_running() or old.status() == psutil.STATUS_ZOMBIE,
+            timeout=timeout,
+            message="the old master exits",
+        )
+        return successor
+
     def worker_pids(self) -> list[int]:
         """Live workers of the master. Workers are plain forks, so their command line equals
         the master's; a USR2 child master was re-exec'd and differs, as does any other child."""

@@ -147,20 +147,8 @@ def test_rungunicorn_survives_hup_and_usr2(gunicorn_factory: GunicornFactory) ->
     assert g.request("/items/2")[0] == 200
     g.wait_for(lambda: g.value("testsite_item_views_total") == 2.0, message="2 items after HUP")
 
-    old = psutil.Process(g.master_pid)
-    g.signal(signal.SIGUSR2)
-
-    def new_master() -> psutil.Process | None:
-        for child in old.children():
-            if child.cmdline() == old.cmdline() and "GUNICORN_PID" in child.environ():
-                return child
-        return None
-
     # `python manage.py rungunicorn …` replayed, not gunicorn's own command line.
-    successor = g.wait_for(new_master, timeout=20, message="new master after USR2")
-    g.wait_for(lambda: len(successor.children()) == 2, timeout=20, message="its workers")
-    old.send_signal(signal.SIGTERM)
-    old.wait(15)
+    g.usr2_handover(workers=2)
     # The new master took the metrics port over; counts survived the change of master.
     g.wait_for(lambda: g.value("testsite_item_views_total") == 2.0, timeout=15)
     assert g.request("/items/3")[0] == 200
@@ -272,19 +260,7 @@ def test_plain_gunicorn_usr2_keeps_the_private_directory(
     g.args[:3] = [sys.executable, str(Path(sys.executable).parent / "gunicorn")]
     g.start()
     assert g.request("/items/1")[0] == 200
-    old = psutil.Process(g.master_pid)
-    g.signal(signal.SIGUSR2)
-
-    def new_master() -> psutil.Process | None:
-        for child in old.children():
-            if child.cmdline() == old.cmdline() and "GUNICORN_PID" in child.environ():
-                return child
-        return None
-
-    successor = g.wait_for(new_master, timeout=20, message="new master after USR2")
-    g.wait_for(lambda: len(successor.children()) == 1, timeout=20, message="its worker")
-    old.send_signal(signal.SIGTERM)
-    old.wait(15)
+    g.usr2_handover()
     # Same directory: the old generation's counts are still there.
     g.wait_for(lambda: g.value("testsite_item_views_total") == 1.0, timeout=15)
     assert g.request("/items/2")[0] == 200

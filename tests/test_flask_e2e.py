@@ -133,24 +133,13 @@ def test_usr2_replays_the_command(
     g = run_gunicorn(gunicorn_factory, tmp_path, command=command)
     g.start()
     assert g.request("/items/1")[0] == 200
-    old = psutil.Process(g.master_pid)
-    g.signal(signal.SIGUSR2)
-
-    def new_master() -> psutil.Process | None:
-        for child in old.children():
-            if child.cmdline() == old.cmdline() and "GUNICORN_PID" in child.environ():
-                return child
-        return None
-
-    successor = g.wait_for(new_master, timeout=15, message="new master after USR2")
-    g.wait_for(lambda: len(successor.children()) == 1, timeout=15, message="its worker")
-    old.send_signal(signal.SIGTERM)
-    g.wait_for(lambda: not old.is_running() or old.status() == psutil.STATUS_ZOMBIE)
+    old = g.master_pid
+    successor = g.usr2_handover()
     assert g.request("/items/2")[0] == 200
     g.wait_for(lambda: counts(g).get(("GET", "/items/<int:item_id>", "200")) == 2.0,
                message="both generations' requests counted")  # fmt: skip
     starts = [line for line in notes(tmp_path) if line.startswith("ext on_starting")]
-    assert starts == [f"ext on_starting {old.pid}", f"ext on_starting {successor.pid}"]
+    assert starts == [f"ext on_starting {old}", f"ext on_starting {successor.pid}"]
 
 
 def test_app_imported_before_the_command_runs(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -60,18 +59,7 @@ def test_usr2_replays_the_command(gunicorn_factory: GunicornFactory, tmp_path: P
     g.workers = 1
     g.start()
     assert g.request("/")[0] == 200
-    old = psutil.Process(g.master_pid)
-    g.signal(signal.SIGUSR2)
-
-    def new_master() -> psutil.Process | None:
-        for child in old.children():
-            if child.cmdline() == old.cmdline() and "GUNICORN_PID" in child.environ():
-                return child
-        return None
-
-    successor = g.wait_for(new_master, timeout=15, message="new master after USR2")
-    g.wait_for(lambda: len(successor.children()) == 1, timeout=15, message="its worker")
-    old.send_signal(signal.SIGTERM)
+    g.usr2_handover()
     assert g.wait_for(
         lambda: g.sum_values("http_server_request_duration_seconds_count") == 1.0, timeout=15
     )
