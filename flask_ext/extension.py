@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import request as _request
 
-from gunicorn_prom_ext.hooks import HOOK_ARITY, PrometheusHooks
+from gunicorn_prom_ext.chaining import HOOK_ARITY, with_arity
+from gunicorn_prom_ext.hooks import PrometheusHooks
 from gunicorn_prom_ext.requests import ROUTE_ENVIRON_KEY
 from gunicorn_prom_ext.settings import SETTINGS, ConfigError, Problem, Settings, describe
 from gunicorn_prom_ext.sources import load_settings
@@ -248,7 +249,7 @@ class PrometheusGunicorn:
                         "gunicorn-prom-ext: %s hook %s failed", name, _describe_fn(fn)
                     )
 
-        return _with_arity(name, run)
+        return with_arity(name, run, qualname=f"flask_ext_{name}")
 
     # -- plain gunicorn -------------------------------------------------------------------
 
@@ -439,20 +440,6 @@ def serving_hooks() -> PrometheusHooks | None:
     if isinstance(hooks, PrometheusHooks) and hooks.role is not None:
         return hooks
     return None
-
-
-def _with_arity(name: str, run: Callable[..., None]) -> Hook:
-    # gunicorn checks the number of positional parameters of every hook.
-    wrappers: dict[int, Hook] = {
-        1: lambda a: run(a),
-        2: lambda a, b: run(a, b),
-        3: lambda a, b, c: run(a, b, c),
-        4: lambda a, b, c, d: run(a, b, c, d),
-    }
-    hook = wrappers[HOOK_ARITY[name]]
-    hook.__name__ = name
-    hook.__qualname__ = f"flask_ext_{name}"
-    return hook
 
 
 def _describe_fn(fn: Any) -> str:

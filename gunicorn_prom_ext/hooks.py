@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
+from gunicorn_prom_ext.chaining import HOOK_ARITY, Hook, chain
 from gunicorn_prom_ext.log import Log
 from gunicorn_prom_ext.server import ServerState, exit_reason_in_worker
 from gunicorn_prom_ext.settings import ConfigError, Problem, Settings
@@ -40,34 +41,11 @@ if TYPE_CHECKING:
     from gunicorn_prom_ext.requests import RequestRecorder
     from gunicorn_prom_ext.storage.redis import RedisPusher
 
-# Positional arity gunicorn checks for each hook (config.validate_callable).
-HOOK_ARITY: Mapping[str, int] = {
-    "on_starting": 1,
-    "on_reload": 1,
-    "when_ready": 1,
-    "pre_fork": 2,
-    "post_fork": 2,
-    "post_worker_init": 1,
-    "worker_int": 1,
-    "worker_abort": 1,
-    "pre_exec": 1,
-    "pre_request": 2,
-    "post_request": 4,
-    "child_exit": 2,
-    "worker_exit": 2,
-    "nworkers_changed": 3,
-    "on_exit": 1,
-}
-# For these the project's hook runs first and ours last (in a finally), so theirs still
-# sees the metrics directory and files in place.
-_TEARDOWN_HOOKS = frozenset({"worker_exit", "on_exit"})
-
 FAULTS_METRIC = "gunicorn_prom_ext_faults"
 LEFTOVER_SWEEP_SECONDS = 30.0
 FAULTS_HELP = "Faults gunicorn-prom-ext contained (logged once each), by kind."
 
 
-Hook = Callable[..., Any]
 FrameworkSettings = Callable[[Any], Mapping[str, object]]
 
 
@@ -497,52 +475,6 @@ def _warn_unapplied_gunicorn_settings(
                 flag,
                 value,
             )
-
-
-# -- chaining with a project's own hooks ------------------------------------------------
-
-
-
-def _normalised(name: str, theirs: Hook) -> Hook:
-    """gunicorn accepts post_request with 2, 3 or 4 arguments; call it as gunicorn would."""
-    if name != "post_request":
-        return theirs
-    from gunicorn.config import validate_post_request
-
-    adapted: Hook = validate_post_request(theirs)
-    return adapted
-
-
-def chain(name: str, ours: Hook, theirs: Hook) -> Hook:
-    """One hook of gunicorn's exact arity that runs ours and the project's.
-
-    Ours never raises, so the project's exceptions reach gunicorn exactly as if theirs
-    were installed alone.
-    """
-    theirs = _normalised(name, theirs)
-    teardown = name in _TEARDOWN_HOOKS
-
-    def run(*args: Any) -> Any:
-        if teardown:
-            try:
-                return theirs(*args)
-            finally:
-                ours(*args)
-        ours(*args)
-        return theirs(*args)
-
-    arity = HOOK_ARITY[name]
-    # gunicorn counts positional parameters, so *args will not do.
-    wrappers: dict[int, Hook] = {
-        1: lambda a: run(a),
-        2: lambda a, b: run(a, b),
-        3: lambda a, b, c: run(a, b, c),
-        4: lambda a, b, c, d: run(a, b, c, d),
-    }
-    wrapper = wrappers[arity]
-    wrapper.__name__ = name
-    wrapper.__qualname__ = f"chained_{name}"
-    return wrapper
 
 
 def install_hooks(

@@ -24,7 +24,8 @@ from typing import Any
 from gunicorn.app.base import Application
 from gunicorn.config import get_default_config_file
 
-from gunicorn_prom_ext.hooks import HOOK_ARITY, Hook, PrometheusHooks, chain
+from gunicorn_prom_ext.chaining import HOOK_ARITY, Hook, chain
+from gunicorn_prom_ext.hooks import PrometheusHooks
 from gunicorn_prom_ext.settings import Settings
 from gunicorn_prom_ext.storage.directory import MULTIPROC_DIR_ENV, PRIVATE_DIR_ENV
 from gunicorn_prom_ext.storage.directory import prometheus_client_single_process as _single

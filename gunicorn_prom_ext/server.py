@@ -90,9 +90,6 @@ class WorkerSlots:
     def slot_of(self, age: int) -> int | None:
         return self._slot_by_age.get(age)
 
-    def is_retiring(self, age: int) -> bool:
-        return age in self._retiring
-
 
 @dataclass
 class ServerSnapshot:

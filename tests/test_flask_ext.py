@@ -22,7 +22,7 @@ from gunicorn.util import get_arity
 import flask_ext.extension as extension
 from flask_ext import EXTENSION_KEY, FlaskState, PrometheusGunicorn
 from flask_ext.cli import run_gunicorn
-from gunicorn_prom_ext.hooks import HOOK_ARITY
+from gunicorn_prom_ext.chaining import HOOK_ARITY
 from gunicorn_prom_ext.launcher import GunicornLauncher
 from gunicorn_prom_ext.requests import ROUTE_ENVIRON_KEY
 from gunicorn_prom_ext.settings import SETTINGS, ConfigError

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from gunicorn.config import validate_callable, validate_post_request
 
-from gunicorn_prom_ext.hooks import HOOK_ARITY, chain
+from gunicorn_prom_ext.chaining import HOOK_ARITY, chain
 from gunicorn_prom_ext.server import (
     ExitNotes,
     WorkerSlots,
