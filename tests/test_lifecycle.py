@@ -25,7 +25,7 @@ from harness import Gunicorn, GunicornFactory, Samples
 
 pytestmark = pytest.mark.slow
 
-FAST = ("--no-control-socket", "--graceful-timeout", "2")
+FAST = ("--graceful-timeout", "2")
 DURATION_COUNT = "http_server_request_duration_seconds_count"
 ACTIVE = "http_server_active_requests"
 EXITS = "gunicorn_worker_exits_total"

@@ -232,7 +232,7 @@ def test_wrong_password_stops_gunicorn_before_serving(
     wrong = "not-the-password-3141"
     url = f"redis://:{wrong}@127.0.0.1:{server.port}/0"
     given = {"REDIS_PASSWORD": wrong} if key == "REDIS_PASSWORD" else {"REDIS_URL": url}
-    g = gunicorn_factory("testapp:app", "--no-control-socket", env=redis_env(server, **given))
+    g = gunicorn_factory("testapp:app", env=redis_env(server, **given))
     output = fail_to_start(g, tmp_path / "tmpdir", timeout=10)
     assert_one_error(
         output,

@@ -20,7 +20,7 @@ from harness import APPS_DIR, Gunicorn, GunicornFactory, Samples
 
 pytestmark = pytest.mark.slow
 
-FAST = ("--no-control-socket", "--graceful-timeout", "2")
+FAST = ("--graceful-timeout", "2")
 IMPORT_PROMETHEUS_CONFIG = str(APPS_DIR / "userhooks_import_prometheus_conf.py")
 ONE_PROBLEM = "invalid gunicorn-prom-ext configuration (1 problem):"
 

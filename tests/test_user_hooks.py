@@ -16,7 +16,7 @@ from harness import APPS_DIR, Gunicorn, GunicornFactory, Samples
 
 pytestmark = pytest.mark.slow
 
-FAST = ("--no-control-socket", "--graceful-timeout", "2")
+FAST = ("--graceful-timeout", "2")
 USER_CONFIG = str(APPS_DIR / "userhooks_conf.py")
 DURATION_COUNT = "http_server_request_duration_seconds_count"
 ITEMS_ROUTE = "/items/<n>"
