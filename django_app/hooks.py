@@ -24,8 +24,6 @@ from gunicorn_prom_ext.launcher import REEXECUTED_ENV, export_multiproc_dir
 from gunicorn_prom_ext.settings import ConfigError, Problem
 from gunicorn_prom_ext.sources import load_settings
 from gunicorn_prom_ext.storage.directory import (
-    MULTIPROC_DIR_ENV,
-    PRIVATE_DIR_ENV,
     prometheus_client_single_process,
 )
 
@@ -51,11 +49,6 @@ class DjangoPrometheusHooks(PrometheusHooks):
         """GUNICORN_PROMETHEUS, read in the master's first hook (the core calls this)."""
         framework = django_framework_settings(arbiter)
         resolved = load_settings(framework=framework, framework_source=conf.FRAMEWORK_SOURCE)
-        # A USR2 master gets the old one's private directory handed over, not exported
-        # (its environment is gunicorn's env_orig): export that one, not a new one.
-        handed_over = os.environ.get(PRIVATE_DIR_ENV)
-        if handed_over and "GUNICORN_PID" in os.environ and not os.environ.get(MULTIPROC_DIR_ENV):
-            os.environ[MULTIPROC_DIR_ENV] = handed_over
         if prometheus_client_single_process() and not os.environ.get(REEXECUTED_ENV):
             arbiter.log.info(
                 "gunicorn-prom-ext: prometheus_client was imported before the metrics "

@@ -56,6 +56,10 @@ def export_multiproc_dir(
     one is made here; the master's hooks adopt it and remove it when the server exits.
     """
     env = os.environ if environ is None else environ
+    handed_over = env.get(PRIVATE_DIR_ENV) if "GUNICORN_PID" in env else None
+    if handed_over and not env.get(MULTIPROC_DIR_ENV):
+        # A USR2 master: the old one handed its private directory over (hooks.pre_exec).
+        env[MULTIPROC_DIR_ENV] = handed_over
     if not env.get(MULTIPROC_DIR_ENV):
         path = settings.multiproc_dir or tempfile.mkdtemp(prefix="gunicorn-prom-ext-")
         env[MULTIPROC_DIR_ENV] = os.path.abspath(path)
