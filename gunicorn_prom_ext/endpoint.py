@@ -1,8 +1,9 @@
-"""The ``/metrics`` HTTP(S) endpoint, served from a background thread of the gunicorn master.
+"""The ``/metrics`` HTTP(S) endpoint, served from background threads of the gunicorn master.
 
-The master forks workers while this thread runs, so every worker inherits the listening
-socket; a worker must call ``close_inherited_socket()`` or the port stays taken after the
-master stops (and a USR2 successor can never bind it).
+Paths: ``/metrics`` (auth as configured; ``?name[]=`` filters as prometheus_client's own
+server does), ``/healthz`` (no auth, no data: 200 while the master serves) and ``/`` (a
+pointer to both). The connection handling (limits, deadlines, fork safety) lives in
+http_server.py.
 """
 
 from __future__ import annotations
@@ -14,16 +15,17 @@ import gzip
 import hmac
 import os
 import socket
-import socketserver
 import ssl
 import threading
 from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client.exposition import choose_encoder, gzip_accepted
+from prometheus_client.metrics_core import Metric
 
+from .http_server import BoundedServer, Connection, Limits
 from .log import Log
 from .settings import Settings
 
@@ -31,14 +33,14 @@ if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
 
 METRICS_PATH = "/metrics"
-# Bounds how long a slow or silent client (or a stalled TLS handshake) holds its thread.
-CONNECTION_TIMEOUT = 10.0
-# Fallback wake-up of the accept loop when stop() cannot interrupt it directly.
-POLL_INTERVAL = 0.5
+HEALTH_PATH = "/healthz"
 GZIP_LEVEL = 6  # level 9 costs about 5x the CPU for a ~7 % smaller body
 # Distinct scrape errors remembered for log de-duplication; bounded so that messages
 # carrying varying details cannot grow memory without limit.
 MAX_REMEMBERED_ERRORS = 64
+# A name[] filter longer than this is not a list of metric names anyone needs.
+MAX_FILTER_NAMES = 256
+INDEX_PAGE = b"gunicorn-prom-ext: metrics at /metrics, health at /healthz\n"
 
 
 class SourceUnavailable(Exception):
@@ -60,6 +62,7 @@ class MetricsEndpoint:
         self._log = log
         self._retry_interval = retry_interval
         self._on_fault = on_fault
+        self._limits = Limits(settings.max_connections, settings.header_timeout)
         self._expected_basic = _basic_credentials(settings)
         self._expected_token = (
             settings.auth_token.encode() if settings.auth_token is not None else None
@@ -67,15 +70,13 @@ class MetricsEndpoint:
         self._stopping = threading.Event()
         # Guards the hand-over of _server between the serving thread and stop().
         self._lock = threading.Lock()
-        self._server: _Server | None = None
-        # Set before bind() so a fork at any moment finds every listening socket;
-        # read without the lock because a forked child may inherit the lock held.
-        self._listener: socket.socket | None = None
+        self._server: BoundedServer | None = None
         self._thread: threading.Thread | None = None
         self._owner_pid = os.getpid()
         self._url: str | None = None
         self._errors_lock = threading.Lock()
         self._logged_errors: set[str] = set()
+        self._limit_logged = False
 
     @property
     def url(self) -> str | None:
@@ -85,9 +86,8 @@ class MetricsEndpoint:
         if self._thread is not None or self._stopping.is_set():
             return
         self._owner_pid = os.getpid()
-        # The first attempt is made here, in the caller's thread: gunicorn forks its first
-        # workers right after when_ready, and a socket created by the background thread
-        # while a fork is under way could be copied into a worker before it is recorded.
+        # The first attempt is made here, in the caller's thread, so that a port that is
+        # free is serving by the time when_ready returns.
         server = self._try_bind(failing=False)
         self._thread = threading.Thread(
             target=self._run, args=(server,), name="gunicorn-prom-ext-metrics", daemon=True
@@ -95,13 +95,10 @@ class MetricsEndpoint:
         self._thread.start()
 
     def close_inherited_socket(self) -> None:
-        # close(), never shutdown(): the kernel socket is shared with the master, and
-        # shutdown() would stop it listening there too.
-        sock = self._listener
-        if sock is None:
-            return
-        with contextlib.suppress(OSError):
-            sock.close()
+        """In a forked child: its copies were closed right after the fork (http_server.py);
+        this only makes sure nothing here serves or stops the master's server."""
+        self._stopping.set()
+        self._server = None
 
     def stop(self, timeout: float = 5.0) -> None:
         try:
@@ -112,26 +109,23 @@ class MetricsEndpoint:
     def _stop(self, timeout: float) -> None:
         self._stopping.set()
         if os.getpid() != self._owner_pid:
-            # A forked copy has no serving thread; shutdown() would wait for it forever.
             self.close_inherited_socket()
             return
         with self._lock:
             server, self._server = self._server, None
         if server is not None:
-            # On Linux this stops the shared socket listening in every process, so even a
-            # child that leaked its copy cannot keep a successor (SO_REUSEADDR) off the port,
-            # and it wakes the accept loop at once instead of after POLL_INTERVAL.
-            with contextlib.suppress(OSError):
-                server.socket.shutdown(socket.SHUT_RD)
-            server.shutdown()  # returns: _run always enters serve_forever once _server is set
-            server.server_close()
+            # On Linux shutdown() stops the shared socket listening in every process, so
+            # even a child that leaked a copy cannot keep a successor off the port.
+            server.stop()
         if self._thread is not None:
             self._thread.join(timeout)
+        if server is not None:
+            server.close()
         self._url = None
 
     # -- serving thread -------------------------------------------------------------
 
-    def _run(self, server: _Server | None) -> None:
+    def _run(self, server: BoundedServer | None) -> None:
         try:
             if server is None:
                 server = self._bind_with_retry()
@@ -139,16 +133,16 @@ class MetricsEndpoint:
                 return
             with self._lock:
                 if self._stopping.is_set():
-                    server.server_close()
+                    server.close()
                     self._url = None
                     return
                 self._server = server
-            server.serve_forever(POLL_INTERVAL)
+            server.serve_forever()
         except Exception:
             self._log.exception("metrics endpoint: serving thread failed")
             self._fault("endpoint_serve")
 
-    def _bind_with_retry(self) -> _Server | None:
+    def _bind_with_retry(self) -> BoundedServer | None:
         # start() already failed once and said so; keep quiet until it works.
         while not self._stopping.wait(self._retry_interval):
             server = self._try_bind(failing=True)
@@ -156,7 +150,7 @@ class MetricsEndpoint:
                 return server
         return None
 
-    def _try_bind(self, *, failing: bool) -> _Server | None:
+    def _try_bind(self, *, failing: bool) -> BoundedServer | None:
         s = self._settings
         try:
             server = self._bind()
@@ -177,26 +171,24 @@ class MetricsEndpoint:
             self._log.info("metrics endpoint: serving %s", self._url)
         return server
 
-    def _bind(self) -> _Server:
+    def _bind(self) -> BoundedServer:
         s = self._settings
         ssl_context = _server_ssl_context(s) if s.ssl_enabled else None
         family, _, _, _, address = socket.getaddrinfo(
             s.bind_address, s.metrics_port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
-        server = _Server(address, family, self, ssl_context)
-        self._listener = server.socket
-        try:
-            server.server_bind()
-            server.server_activate()
-        except BaseException:
-            server.server_close()
-            raise
+        server = BoundedServer(
+            address, family, self._handle, self._limits, ssl_context, self._limit_reached
+        )
         port = server.server_address[1]
         scheme = "https" if ssl_context is not None else "http"
         self._url = f"{scheme}://{_host_port(s.bind_address, port)}{METRICS_PATH}"
         return server
 
-    # -- used by request threads ------------------------------------------------------
+    def _handle(self, connection: Connection) -> None:
+        _Handler(connection, self)
+
+    # -- used by connection threads ---------------------------------------------------
 
     def authorized(self, header: str | None) -> bool:
         if self._expected_basic is None and self._expected_token is None:
@@ -210,7 +202,11 @@ class MetricsEndpoint:
                 return False
             return hmac.compare_digest(given, self._expected_basic)
         if scheme == "bearer" and self._expected_token is not None:
-            return hmac.compare_digest(credentials.encode(), self._expected_token)
+            try:
+                given = credentials.encode()
+            except UnicodeEncodeError:
+                return False
+            return hmac.compare_digest(given, self._expected_token)
         return False
 
     def challenges(self) -> list[str]:
@@ -221,10 +217,20 @@ class MetricsEndpoint:
             out.append('Bearer realm="metrics"')
         return out
 
-    def render(self, accept: str, accept_encoding: str) -> tuple[bytes, list[tuple[str, str]]]:
-        """Return (body, headers); raises whatever the registry's collectors raise."""
+    def render(
+        self, accept: str, accept_encoding: str, names: Iterable[str] = ()
+    ) -> tuple[bytes, list[tuple[str, str]]]:
+        """Return (body, headers); raises whatever the registry's collectors raise.
+
+        ``names``: prometheus_client's ``name[]`` filter, sample names to keep (all if
+        empty).
+        """
         encoder, content_type = choose_encoder(accept)
-        body = encoder(self._registry)
+        wanted = frozenset(names)
+        registry: CollectorRegistry | _Filtered = (
+            _Filtered(self._registry, wanted) if wanted else self._registry
+        )
+        body = encoder(registry)
         headers = [("Content-Type", content_type)]
         if gzip_accepted(accept_encoding):
             body = gzip.compress(body, compresslevel=GZIP_LEVEL)
@@ -243,10 +249,16 @@ class MetricsEndpoint:
             self._log.exception("metrics endpoint: collecting metrics failed: %s", message)
         self._fault("scrape")
 
-    def connection_failed(self, client_address: Any) -> None:
-        self._log.debug(
-            "metrics endpoint: connection from %s failed", client_address, exc_info=True
-        )
+    def _limit_reached(self, kind: str) -> None:
+        self._fault(kind)
+        if not self._limit_logged:
+            self._limit_logged = True
+            self._log.warning(
+                "metrics endpoint: closed a connection that sent no request within %gs, or "
+                "to stay within %d connections; further ones are counted in "
+                'gunicorn_prom_ext_faults_total{kind="%s"}',
+                self._limits.header_timeout, self._limits.max_connections, kind,
+            )  # fmt: skip
 
     def _fault(self, kind: str) -> None:
         if self._on_fault is None:
@@ -257,63 +269,76 @@ class MetricsEndpoint:
             self._log.debug("metrics endpoint: on_fault(%r) failed", kind, exc_info=True)
 
 
-class _Server(socketserver.ThreadingTCPServer):
-    allow_reuse_address = True  # never SO_REUSEPORT: a USR2 successor must wait for the port
-    daemon_threads = True
-    block_on_close = False  # server_close() must not wait for slow clients
+class _Filtered:
+    """The registry seen through a ``name[]`` filter: only the samples named."""
 
-    def __init__(
-        self,
-        address: tuple[Any, ...],
-        family: int,
-        endpoint: MetricsEndpoint,
-        ssl_context: ssl.SSLContext | None,
-    ) -> None:
-        self.address_family = family
-        self.endpoint = endpoint
-        self.ssl_context = ssl_context
-        super().__init__(address, _Handler, bind_and_activate=False)
+    def __init__(self, registry: CollectorRegistry, names: frozenset[str]) -> None:
+        self._registry = registry
+        self._names = names
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # Failed handshakes, resets and timeouts are the client's business, not the master's.
-        self.endpoint.connection_failed(client_address)
+    def collect(self) -> Iterable[Metric]:
+        for metric in self._registry.collect():
+            samples = [s for s in metric.samples if s.name in self._names]
+            if samples:
+                kept = Metric(metric.name, metric.documentation, metric.type, metric.unit)
+                kept.samples = samples
+                yield kept
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    timeout = CONNECTION_TIMEOUT
+    """One request per connection (HTTP/1.0): parse its head, answer, close."""
+
     server_version = "gunicorn-prom-ext"
     sys_version = ""
 
+    def __init__(self, connection: Connection, endpoint: MetricsEndpoint) -> None:
+        self._connection = connection
+        self.endpoint = endpoint
+        super().__init__(connection.sock, connection.address, None)  # type: ignore[arg-type]
+
     def setup(self) -> None:
-        context = self.server.ssl_context
-        if context is not None:
-            # Handshake here, in this connection's thread, so one slow client cannot
-            # stall the accept loop; the timeout bounds the handshake too.
-            self.request.settimeout(self.timeout)
-            self.request = context.wrap_socket(self.request, server_side=True)
-        super().setup()
+        self.connection = self.request
+        self.rfile = self.connection.makefile("rb", -1)
+        self.wfile = self.connection.makefile("wb", 0)
 
     def finish(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             super().finish()
-        finally:
-            # wrap_socket() detached the accepted socket, so the server cannot close it.
-            if isinstance(self.request, ssl.SSLSocket):
-                self.request.close()
+
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        self._connection.head_done = True  # from here on it is being answered
+        # Answering here covers every method, not only those with a do_* method.
+        if self.command in ("GET", "HEAD"):
+            return True
+        self._reply(405, b"Method Not Allowed\n", [("Allow", "GET, HEAD")])
+        return False
 
     def do_GET(self) -> None:
-        endpoint = self.server.endpoint
-        if urlsplit(self.path).path != METRICS_PATH:
-            self._reply(404, b"Not Found\n")
+        endpoint = self.endpoint
+        url = urlsplit(self.path)
+        if url.path == HEALTH_PATH:
+            self._reply(200, b"ok\n")
+            return
+        if url.path == "/":
+            self._reply(200, INDEX_PAGE)
+            return
+        if url.path != METRICS_PATH:
+            self._reply(404, b"Not Found: metrics are at /metrics\n")
             return
         if not endpoint.authorized(self.headers.get("Authorization")):
             challenges = [("WWW-Authenticate", c) for c in endpoint.challenges()]
             self._reply(401, b"Unauthorized\n", challenges)
             return
         try:
+            names = parse_qs(url.query, max_num_fields=MAX_FILTER_NAMES).get("name[]", [])
+        except ValueError:
+            self._reply(400, f"Bad Request: at most {MAX_FILTER_NAMES} name[] filters\n".encode())
+            return
+        try:
             body, headers = endpoint.render(
-                self.headers.get("Accept", ""), self.headers.get("Accept-Encoding", "")
+                self.headers.get("Accept", ""), self.headers.get("Accept-Encoding", ""), names
             )
         except SourceUnavailable as exc:
             # The collector has logged it (once per outage): say so, without a traceback.
@@ -326,15 +351,6 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(200, body, headers)
 
     do_HEAD = do_GET
-
-    def parse_request(self) -> bool:
-        # Answering here covers every method, not only those with a do_* method.
-        if not super().parse_request():
-            return False
-        if self.command in ("GET", "HEAD"):
-            return True
-        self._reply(405, b"Method Not Allowed\n", [("Allow", "GET, HEAD")])
-        return False
 
     def _reply(self, status: int, body: bytes, headers: Iterable[tuple[str, str]] = ()) -> None:
         headers = list(headers)

@@ -6,7 +6,7 @@ this. It does what a plain ``gunicorn -c …`` cannot:
 * the multiprocess directory is exported *before* the framework imports anything, and
   if something already imported prometheus_client in single-process mode (a Django
   app, a Flask app at import), the command re-executes itself with the directory in
-  its environment instead of serving empty metrics (FIELD-NOTES §2);
+  its environment instead of serving empty metrics;
 * gunicorn's command line is parsed from an explicit argument list, with gunicorn's own
   precedence: framework defaults < config file < GUNICORN_CMD_ARGS < command line;
 * hooks of a ``-c`` config file keep running, chained after ours;
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
@@ -27,7 +26,11 @@ from gunicorn.config import get_default_config_file
 from gunicorn_prom_ext.chaining import HOOK_ARITY, Hook, chain
 from gunicorn_prom_ext.hooks import PrometheusHooks
 from gunicorn_prom_ext.settings import Settings
-from gunicorn_prom_ext.storage.directory import MULTIPROC_DIR_ENV, PRIVATE_DIR_ENV
+from gunicorn_prom_ext.storage.directory import (
+    MULTIPROC_DIR_ENV,
+    PRIVATE_DIR_ENV,
+    make_private_directory,
+)
 from gunicorn_prom_ext.storage.directory import prometheus_client_single_process as _single
 
 # Set in the environment of a command that re-executed itself, so it does not loop.
@@ -61,7 +64,7 @@ def export_multiproc_dir(
         # A USR2 master: the old one handed its private directory over (hooks.pre_exec).
         env[MULTIPROC_DIR_ENV] = handed_over
     if not env.get(MULTIPROC_DIR_ENV):
-        path = settings.multiproc_dir or tempfile.mkdtemp(prefix="gunicorn-prom-ext-")
+        path = settings.multiproc_dir or make_private_directory()
         env[MULTIPROC_DIR_ENV] = os.path.abspath(path)
         if not settings.multiproc_dir:
             env[PRIVATE_DIR_ENV] = env[MULTIPROC_DIR_ENV]

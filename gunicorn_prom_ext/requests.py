@@ -1,37 +1,53 @@
-"""Request metrics, recorded in the worker from pre_request and post_request.
+"""Request metrics: the one recording core behind both ways in (hooks and middleware).
 
-This is the hot path: a few microseconds a request. Everything that can be prepared
-is prepared once per label set (file positions, running values); a request then costs
-a clock read, a dict lookup and a handful of 8-byte writes into the worker's file.
+This is the hot path: a few microseconds a request. Everything that can be prepared is
+prepared once per label set (file positions, running values); a request then costs a
+clock read, a dict lookup and a handful of 8-byte writes into the thread's own file.
+
+Labels stay bounded whatever clients send: the method is one of the standard nine or
+``_OTHER``, the status one of 100..599 or ``_OTHER``, the route what an adapter wrote
+into the environ (never the raw path), and past ``MAX_SERIES`` label sets per worker new
+ones are folded into the ``_OTHER`` route.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from bisect import bisect_left
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 
 from gunicorn_prom_ext.log import Log
+from gunicorn_prom_ext.queue_time import QueueClock
 from gunicorn_prom_ext.storage.files import MetricFile, le_label, series_key
 
-# The WSGI environ key through which a framework adapter (or any WSGI middleware) names
-# the matched route template, e.g. "/items/<int:pk>". Absent means "no route": the label
-# is then empty, never the raw path, so clients cannot mint series.
+# The WSGI environ key (or ASGI scope key) through which a framework adapter (or any
+# middleware) names the matched route template, e.g. "/items/<int:pk>". Absent means "no
+# route": the label is then empty, never the raw path, so clients cannot mint series.
 ROUTE_ENVIRON_KEY = "gunicorn_prom_ext.route"
 
 STANDARD_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
 )
-OTHER_METHOD = "_OTHER"
-OVERFLOW_ROUTE = "_OTHER"
-# A misbehaving adapter could still pass raw paths as routes; past this many label sets
-# new routes are folded into OVERFLOW_ROUTE (and logged once).
+OTHER = "_OTHER"
+OTHER_METHOD = OTHER
+OVERFLOW_ROUTE = OTHER
+# What the client got when no status line went out: gunicorn's own error page, or nothing.
+NO_RESPONSE_STATUS = "500"
+# A misbehaving adapter could pass raw paths as routes; past this many label sets per
+# worker, new routes are folded into OVERFLOW_ROUTE (and logged once).
 MAX_SERIES = 2000
+# Longer routes are not templates anyone wrote: they count under OVERFLOW_ROUTE.
+MAX_ROUTE_LENGTH = 256
+# A Content-Length above this (1 TiB) is a lie or a mistake: the size counts as unknown.
+MAX_BODY_SIZE = 1 << 40
+_MAX_BODY_DIGITS = len(str(MAX_BODY_SIZE))
 
 REQUEST_LABELS = ("http_request_method", "http_route", "http_response_status_code")
+_STATUS_LABELS: Mapping[object, str] = {code: str(code) for code in range(100, 600)}
 
 
 class MetricNames:
@@ -43,6 +59,8 @@ class MetricNames:
         self.active = prefix + "http_server_active_requests"
         self.request_size = prefix + "http_server_request_body_size_bytes"
         self.response_size = prefix + "http_server_response_body_size_bytes"
+        self.queue = prefix + "http_server_request_queue_duration_seconds"
+        self.queue_skew = prefix + "http_server_request_queue_clock_skew"
 
 
 HELP = {
@@ -50,33 +68,112 @@ HELP = {
     "active": "Number of active HTTP server requests.",
     "request_size": "Size of HTTP server request bodies.",
     "response_size": "Size of HTTP server response bodies.",
+    "queue": "Time requests waited between the front proxy's stamp and the worker.",
+    "queue_skew": "Requests whose proxy stamp lay in the future (clock skew); counted as 0 s.",
 }
+
+
+def status_label(code: object) -> str:
+    """The label of a status the client got; anything outside 100..599 is ``_OTHER``."""
+    return _STATUS_LABELS.get(code, OTHER) if type(code) is int else OTHER
+
+
+def body_size(value: object) -> int:
+    """A Content-Length as bytes; 0 (unknown) unless a plain ASCII number up to 1 TiB."""
+    if type(value) is str and 0 < len(value) <= _MAX_BODY_DIGITS and value.isdigit():
+        if value.isascii():
+            size = int(value)
+            return size if size <= MAX_BODY_SIZE else 0
+    elif type(value) is int and 0 <= value <= MAX_BODY_SIZE:
+        return value
+    return 0
+
+
+def route_label(route: object) -> str:
+    """An adapter's route as a label: a str of a sane length that encodes as UTF-8."""
+    if type(route) is not str:
+        return OVERFLOW_ROUTE if route is not None else ""
+    if len(route) > MAX_ROUTE_LENGTH:
+        return OVERFLOW_ROUTE
+    if not route.isascii():
+        try:
+            route.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates would break the whole exposition
+            return OVERFLOW_ROUTE
+    return route
+
+
+class SeriesBudget:
+    """The label sets one worker has made, shared by its threads' recorders.
+
+    Consulted only when a recorder meets a label set new to it, never per request.
+    """
+
+    def __init__(self, limit: int = MAX_SERIES) -> None:
+        self._limit = limit
+        self._admitted: set[tuple[str, str, str]] = set()
+        self._lock = threading.Lock()
+        self.overflowed = False
+
+    def admit(self, key: tuple[str, str, str]) -> bool:
+        with self._lock:
+            if key in self._admitted:
+                return True
+            if len(self._admitted) >= self._limit:
+                self.overflowed = True
+                return False
+            self._admitted.add(key)
+            return True
+
+
+def histogram_keys(
+    name: str, help_text: str, bounds: Sequence[float], labels: dict[str, str]
+) -> list[str]:
+    """The file keys of one histogram label set: its buckets (not cumulative), then _sum."""
+    keys = [
+        series_key(name, name + "_bucket", {**labels, "le": le_label(bound)}, help_text)
+        for bound in bounds
+    ]
+    keys.append(series_key(name, name + "_sum", labels, help_text))
+    return keys
 
 
 class _Histogram:
     """One label set of one histogram: bucket and sum positions with running values."""
 
-    __slots__ = ("_bounds", "_counts", "_file", "_positions", "_sum", "_sum_pos")
+    __slots__ = ("_bounds", "_counts", "_file", "_keys", "_positions", "_sum", "_sum_pos")
 
     def __init__(
         self,
         file: MetricFile,
         name: str,
         help_text: str,
-        labels: dict[str, str],
         bounds: Sequence[float],
+        labels: dict[str, str],
     ) -> None:
+        self._bounds = tuple(bounds)
+        self._keys = histogram_keys(name, help_text, self._bounds, labels)
+        # A reused file (a pid seen before) carries on from its predecessor's values.
+        self._counts = [file.stored_value(key) for key in self._keys[:-1]]
+        self._sum = file.stored_value(self._keys[-1])
+        self._place(file)
+
+    @property
+    def keys(self) -> list[str]:
+        return self._keys
+
+    def _place(self, file: MetricFile) -> None:
+        positions = [file.position(key) for key in self._keys]
         self._file = file
-        self._bounds = list(bounds)
-        self._positions: list[int] = []
-        self._counts: list[float] = []
-        for bound in self._bounds:
-            key = series_key(name, name + "_bucket", {**labels, "le": le_label(bound)}, help_text)
-            self._positions.append(file.position(key))
-            self._counts.append(file.stored_value(key))
-        sum_key = series_key(name, name + "_sum", labels, help_text)
-        self._sum_pos = file.position(sum_key)
-        self._sum = file.stored_value(sum_key)
+        self._positions = positions[:-1]
+        self._sum_pos = positions[-1]
+
+    def move_to(self, file: MetricFile) -> None:
+        """Write this label set's values, kept in memory, into a new file."""
+        self._place(file)
+        for pos, count in zip(self._positions, self._counts, strict=True):
+            file.write(pos, count)
+        file.write(self._sum_pos, self._sum)
 
     def observe(self, value: float) -> None:
         i = bisect_left(self._bounds, value)
@@ -95,13 +192,20 @@ class _Series:
         self.request_size = request_size
         self.response_size = response
 
+    def histograms(self) -> tuple[_Histogram, _Histogram, _Histogram]:
+        return self.duration, self.request_size, self.response_size
+
+
+# (start on perf_counter, method label) of the request this context is serving.
+Started = tuple[float, str]
+
 
 class RequestRecorder:
-    """Records the requests one thread of a worker serves into that thread's own files.
+    """Records the requests one OS thread of a worker serves into that thread's own files.
 
-    Not thread safe, and needs no lock: the hooks give each thread its own recorder
-    (gthread). Greenlets (gevent) and coroutines (asgi) share their thread's recorder
-    safely, since nothing here yields; their start times travel in a ContextVar.
+    Not thread safe, and needs no lock: each OS thread has its own recorder. Greenlets
+    (gevent) and coroutines (asgi) share their thread's recorder safely, since nothing
+    here yields; for the hooks their start times travel in a ContextVar.
     """
 
     def __init__(
@@ -112,6 +216,9 @@ class RequestRecorder:
         duration_buckets: Sequence[float],
         body_size_buckets: Sequence[float],
         log: Log,
+        *,
+        budget: SeriesBudget | None = None,
+        queue: QueueClock | None = None,
     ) -> None:
         self._histograms = histograms
         self._gauges = gauges
@@ -119,92 +226,191 @@ class RequestRecorder:
         self._duration_bounds = (*duration_buckets, math.inf)
         self._size_bounds = (*body_size_buckets, math.inf)
         self._log = log
+        self._budget = budget if budget is not None else SeriesBudget()
         self._series: dict[tuple[str, str, str], _Series] = {}
         self._active: dict[str, list[float]] = {}  # method -> [position, value]
-        self._started: ContextVar[tuple[float, str] | None] = ContextVar(
+        self._started: ContextVar[Started | None] = ContextVar(
             "gunicorn_prom_ext_started", default=None
         )
+        self._queue = queue
+        self._queue_key = queue.environ_key if queue is not None else None
+        self._queue_histogram: _Histogram | None = None
         self._overflow_logged = False
 
+    # -- the hooks' way in (pre_request / post_request) --------------------------------
+
     def request_started(self, method: str) -> None:
-        if method not in STANDARD_METHODS:
-            method = OTHER_METHOD
-        self._started.set((time.perf_counter(), method))
-        active = self._active.get(method) or self._new_active(method)
-        active[1] += 1.0
-        self._gauges.write(int(active[0]), active[1])
+        self._started.set(self.begin(method))
 
     def request_finished(self, environ: Mapping[str, Any] | None, resp: Any) -> None:
+        """post_request of gunicorn's WSGI workers: the status by the headers_sent rule."""
         started = self._started.get()
         if started is None:  # pre_request did not run for this request
             return
         self._started.set(None)
-        start, method = started
-        duration = time.perf_counter() - start
         # The client got the status only if the headers went out; otherwise gunicorn
         # answered 500 (or nothing, for a timeout) whatever status_code says.
         if resp is not None and resp.headers_sent:
-            status = str(resp.status_code)
-            response_size = resp.sent or resp.response_length or 0
+            status = status_label(getattr(resp, "status_code", None))
+            response_size = body_size(resp.sent or resp.response_length or 0)
         else:
-            status = "500"
+            status = NO_RESPONSE_STATUS
             response_size = 0
-        route = ""
-        request_size = 0
         if environ:
-            route = environ.get(ROUTE_ENVIRON_KEY) or ""
-            length = environ.get("CONTENT_LENGTH")
-            if length:
-                try:
-                    request_size = int(length)
-                except ValueError:
-                    request_size = 0
-        # The gauge first: a new label set needs file space, which a full disk refuses.
-        active = self._active.get(method)
-        if active is not None:
-            active[1] -= 1.0
-            self._gauges.write(int(active[0]), active[1])
-        series = self._series.get((method, route, status)) or self._new_series(
-            (method, route, status)
-        )
-        series.duration.observe(duration)
+            route = environ.get(ROUTE_ENVIRON_KEY)
+            request_size = body_size(environ.get("CONTENT_LENGTH"))
+            stamp = environ.get(self._queue_key) if self._queue_key is not None else None
+        else:
+            route = None
+            request_size = 0
+            stamp = None
+        self.end(started, status, route, request_size, response_size, stamp)
+
+    # -- both ways in ------------------------------------------------------------------
+
+    def begin(self, method: str) -> Started:
+        """A request starts: take the clock, count it as active."""
+        if method not in STANDARD_METHODS:
+            method = OTHER_METHOD
+        active = self._active.get(method) or self._new_active(method)
+        active[1] += 1.0
+        self._gauges.write(int(active[0]), active[1])
+        return time.perf_counter(), method
+
+    def end(
+        self,
+        started: Started,
+        status: str,
+        route: object,
+        request_size: int,
+        response_size: int,
+        queue_stamp: object = None,
+    ) -> None:
+        """The request is over: observe it once in all three histograms, leave the gauge.
+
+        ``status`` is a label (``status_label``), ``route`` whatever the adapter wrote.
+        """
+        start, method = started
+        now = time.perf_counter()
+        # The gauge first: it never needs new space, while a new label set may need
+        # file space that a full disk refuses.
+        active = self._active[method]
+        active[1] -= 1.0
+        self._gauges.write(int(active[0]), active[1])
+        key = (method, route if type(route) is str else route_label(route), status)
+        series = self._series.get(key) or self._new_series(key)
+        series.duration.observe(now - start)
         series.request_size.observe(request_size)
         series.response_size.observe(response_size)
+        if queue_stamp is not None and self._queue is not None:
+            self._record_queue_time(queue_stamp, time.time() - (now - start))
 
-    def _new_active(self, method: str) -> list[float]:
-        name = self._names.active
-        key = series_key(name, name, {"http_request_method": method}, HELP["active"])
-        entry = self._active[method] = [float(self._gauges.position(key)), 0.0]
-        return entry
+    # -- files -------------------------------------------------------------------------
 
-    def _new_series(self, key: tuple[str, str, str]) -> _Series:
-        method, route, status = key
-        if not isinstance(route, str):
-            route = str(route)
-        if len(self._series) >= MAX_SERIES:
-            if not self._overflow_logged:
-                self._overflow_logged = True
-                self._log.warning(
-                    "gunicorn-prom-ext: more than %d request label sets; further routes are "
-                    "recorded as %r. Is %r set to raw paths instead of route templates?",
-                    MAX_SERIES,
-                    OVERFLOW_ROUTE,
-                    ROUTE_ENVIRON_KEY,
-                )
-            route = OVERFLOW_ROUTE
-            folded = self._series.get((method, route, status))
-            if folded is not None:
-                return folded
-        labels = dict(zip(REQUEST_LABELS, (method, route, status), strict=True))
-        names, file = self._names, self._histograms
-        series = _Series(
-            _Histogram(file, names.duration, HELP["duration"], labels, self._duration_bounds),
-            _Histogram(file, names.request_size, HELP["request_size"], labels, self._size_bounds),
-            _Histogram(file, names.response_size, HELP["response_size"], labels, self._size_bounds),
-        )
-        self._series[(method, route, status)] = series
-        return series
+    def publish_idle(self, methods: Iterable[str]) -> None:
+        """Expose the active gauge at 0 before any request, so dashboards are not blank."""
+        for method in methods:
+            if method not in self._active:
+                self._new_active(method)
+
+    def relocate(self, histograms: MetricFile, gauges: MetricFile) -> None:
+        """Move every value, kept in memory, into new files (the old ones went away)."""
+        keys = [key for series in self._series.values() for h in series.histograms()
+                for key in h.keys]  # fmt: skip
+        if self._queue_histogram is not None:
+            keys += self._queue_histogram.keys
+        histograms.make_room(keys)
+        for series in self._series.values():
+            for histogram in series.histograms():
+                histogram.move_to(histograms)
+        if self._queue_histogram is not None:
+            self._queue_histogram.move_to(histograms)
+        old = self._active
+        self._active = {}
+        for method, (_, value) in old.items():
+            entry = self._new_active(method, gauges)
+            entry[1] = value
+            gauges.write(int(entry[0]), value)
+        if self._queue is not None:
+            self._queue.relocate()
+        self._histograms, self._gauges = histograms, gauges
+
+    @property
+    def queue_header(self) -> bytes | None:
+        """The queue-time header as an ASGI header name, if queue time is recorded."""
+        return self._queue.asgi_header if self._queue is not None else None
+
+    @property
+    def queue_environ_key(self) -> str | None:
+        """The queue-time header's WSGI environ key, if queue time is recorded."""
+        return self._queue_key
+
+    @property
+    def files(self) -> tuple[MetricFile, MetricFile]:
+        return self._histograms, self._gauges
 
     def close(self) -> None:
         self._histograms.close()
         self._gauges.close()
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _record_queue_time(self, stamp: object, started_at: float) -> None:
+        assert self._queue is not None
+        waited = self._queue.waited(stamp, started_at)
+        if waited is None:
+            return
+        histogram = self._queue_histogram
+        if histogram is None:
+            name = self._names.queue
+            histogram = _Histogram(
+                self._histograms, name, HELP["queue"], self._duration_bounds, {}
+            )
+            self._queue_histogram = histogram
+        histogram.observe(waited)
+
+    def _new_active(self, method: str, gauges: MetricFile | None = None) -> list[float]:
+        gauges = gauges if gauges is not None else self._gauges
+        name = self._names.active
+        key = series_key(name, name, {"http_request_method": method}, HELP["active"])
+        entry = self._active[method] = [float(gauges.position(key)), 0.0]
+        return entry
+
+    def _new_series(self, key: tuple[str, str, str]) -> _Series:
+        method, route, status = key
+        label = route_label(route)
+        if label != route:  # a route no template would have: its label set is elsewhere
+            key = (method, label, status)
+            known = self._series.get(key)
+            if known is not None:
+                return known
+        if not self._budget.admit(key):
+            self._warn_overflow()
+            key = (method, OVERFLOW_ROUTE, status)
+            known = self._series.get(key)
+            if known is not None:
+                return known
+        labels = dict(zip(REQUEST_LABELS, key, strict=True))
+        names, file = self._names, self._histograms
+        specs = (
+            (names.duration, HELP["duration"], self._duration_bounds),
+            (names.request_size, HELP["request_size"], self._size_bounds),
+            (names.response_size, HELP["response_size"], self._size_bounds),
+        )
+        # All or nothing: a full disk must not leave a label set half in the file.
+        file.make_room(k for spec in specs for k in histogram_keys(*spec, labels))
+        duration, request, response = (_Histogram(file, *spec, labels) for spec in specs)
+        series = self._series[key] = _Series(duration, request, response)
+        return series
+
+    def _warn_overflow(self) -> None:
+        if not self._overflow_logged:
+            self._overflow_logged = True
+            self._log.warning(
+                "gunicorn-prom-ext: more than %d request label sets in this worker; further "
+                "routes are recorded as %r. Is %r set to raw paths instead of route "
+                "templates?",
+                MAX_SERIES,
+                OVERFLOW_ROUTE,
+                ROUTE_ENVIRON_KEY,
+            )

@@ -37,6 +37,9 @@ class Settings:
     namespace: str = ""
     duration_buckets: tuple[float, ...] = DEFAULT_DURATION_BUCKETS
     body_size_buckets: tuple[float, ...] = DEFAULT_BODY_SIZE_BUCKETS
+    queue_time_header: str = "X-Request-Start"
+    max_connections: int = 32
+    header_timeout: float = 5.0
     # exporter.auth
     auth_username: str | None = None
     auth_password: str | None = None
@@ -68,7 +71,7 @@ class Settings:
 
 DEFAULTS: Mapping[str, object] = {f.name: f.default for f in dataclasses.fields(Settings)}
 
-Kind = Literal["bool", "int", "seconds", "str", "buckets", "namespace"]
+Kind = Literal["bool", "int", "seconds", "str", "buckets", "namespace", "header"]
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,16 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("body_size_buckets", "prometheus.body_size_buckets",
                 "PROMETHEUS_BODY_SIZE_BUCKETS", "buckets",
                 "Request and response body size histogram buckets, in bytes."),
+    SettingSpec("queue_time_header", "prometheus.queue_time_header",
+                "PROMETHEUS_QUEUE_TIME_HEADER", "header",
+                "Request header holding the front proxy's start stamp, for queue time; "
+                "`off` (or an empty string in YAML) disables it."),
+    SettingSpec("max_connections", "prometheus.max_connections", "PROMETHEUS_MAX_CONNECTIONS",
+                "int", "Connections the metrics endpoint holds at once; past it, the one "
+                "idle longest is closed.", minimum=1, maximum=10000),
+    SettingSpec("header_timeout", "prometheus.header_timeout", "PROMETHEUS_HEADER_TIMEOUT",
+                "seconds", "Seconds a metrics client has to send its request (and finish "
+                "the TLS handshake) before the endpoint closes the connection."),
     SettingSpec("auth_username", "auth.username", "PROMETHEUS_AUTH_USERNAME", "str",
                 "Basic-auth user name for scrapes (set together with the password)."),
     SettingSpec("auth_password", "auth.password", "PROMETHEUS_AUTH_PASSWORD", "str",
@@ -195,6 +208,7 @@ class InvalidValue(ValueError):
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 _NAMESPACE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_HEADER = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
 
 
 def describe(value: object, *, secret: bool = False) -> str:
@@ -230,6 +244,8 @@ def expected_text(spec: SettingSpec, *, allow_text: bool) -> str:
         return f"{form}, non-empty, finite, > 0 and strictly increasing"
     if spec.kind == "namespace":
         return "a name matching [a-zA-Z_][a-zA-Z0-9_]* or empty"
+    if spec.kind == "header":
+        return "an HTTP header name (letters, digits and -), or off (or empty) for none"
     return "a string"
 
 
@@ -243,7 +259,7 @@ def parse_value(spec: SettingSpec, raw: object, *, allow_text: bool) -> object:
     if raw is None or raw == "":
         if spec.default is None:
             return None
-        if raw == "" and spec.kind in ("str", "namespace"):
+        if raw == "" and spec.kind in ("str", "namespace", "header"):
             return ""
         raise InvalidValue(expected, describe(raw))
     got = describe(raw, secret=spec.secret)
@@ -259,6 +275,12 @@ def parse_value(spec: SettingSpec, raw: object, *, allow_text: bool) -> object:
         raise InvalidValue(expected, got)
     if spec.kind == "namespace" and not _NAMESPACE.fullmatch(raw):
         raise InvalidValue(expected, got)
+    if spec.kind == "header":
+        raw = raw.strip()
+        if raw.lower() == "off":  # an empty environment variable means "unset" instead
+            return ""
+        if raw and not _HEADER.fullmatch(raw):
+            raise InvalidValue(expected, got)
     return raw
 
 

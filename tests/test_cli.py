@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gunicorn_prom_ext.settings import SETTINGS
 from gunicorn_prom_ext.sources import CONFIG_FILE_ENV
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,7 +33,7 @@ def test_check_config_prints_every_setting_with_its_source() -> None:
     assert lines[0] == ["configuration", "file:", str(SEED)]
     assert lines[1] == ["KEY", "VALUE", "SOURCE"]
     rows = {line[0]: line[1:] for line in lines[2:]}
-    assert len(rows) == 28
+    assert len(rows) == len(SETTINGS)
     assert rows["exporter.prometheus.metrics_port"] == [
         "9200",
         "environment",

@@ -11,13 +11,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from gunicorn_prom_ext.storage.fold import (
-    Archive,
-    DirectoryLock,
-    files_of,
-    fold_leftovers,
-    parse_file_name,
-)
+from gunicorn_prom_ext.storage.fold import Archive, DirectoryLock, files_of, fold_leftovers
+from gunicorn_prom_ext.storage.names import parse_file_name
 
 # Each run is one short-lived process writing every kind of multiprocess value.
 WRITER = """
@@ -85,8 +80,16 @@ def test_file_names() -> None:
     name = parse_file_name("/d/gauge_livesum_gpe-77.db")
     assert name is not None and (name.type, name.mode, name.pid) == ("gauge", "livesum", 77)
     archive = parse_file_name("/d/histogram_archive-5.db")
-    assert archive is not None and archive.is_archive and archive.pid is None
-    assert parse_file_name("/d/counter_1.db.corrupt") is None
+    assert archive is not None and archive.is_archive and archive.pid == 5
+    thread = parse_file_name("/d/histogram_gpe-9-3.db")
+    assert thread is not None and (thread.type, thread.pid, thread.is_archive) == (
+        "histogram", 9, False
+    )
+    # Only prometheus_client's and this package's names: anything else is someone else's.
+    for foreign in ("counter_1.db.corrupt", "app.db", "counter_x.db", "gauge_7.db",
+                    "histogram_sum_7.db", "gauge_bogus_7.db", "counter_gpe-.db",
+                    "counter_-1.db", "counter_\u0661.db", "Counter_1.db", "counter_1.DB"):
+        assert parse_file_name(f"/d/{foreign}") is None, foreign
 
 
 def test_files_of_finds_every_thread_of_a_worker(tmp_path: Path) -> None:

@@ -2,31 +2,44 @@
 
 prometheus_client picks its storage when it is first imported, from
 PROMETHEUS_MULTIPROC_DIR, so the directory must be in the environment before anything
-in the master or a worker imports it (FIELD-NOTES §2).
+in the master or a worker imports it (docs/design-notes.md, "prometheus_client").
+
+A private directory (none configured) is made under the temporary directory, marked with
+its master's pid and start time, and removed when the master exits; one left by a master
+that died without cleaning up (SIGKILL, OOM) is swept at the next start.
 """
 
 from __future__ import annotations
 
-import glob
+import contextlib
+import mmap
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 
+import psutil
+
 from gunicorn_prom_ext.settings import ConfigError, Problem, Settings
+from gunicorn_prom_ext.storage.names import metric_files
 
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Carries a private directory across a USR2 re-exec, so the new master adopts it
 # (instead of starting from zero) and knows it must remove it at exit.
 PRIVATE_DIR_ENV = "GUNICORN_PROM_EXT_PRIVATE_DIR"
+PRIVATE_PREFIX = "gunicorn-prom-ext-"
+# In a private directory: "<pid> <process start time>" of the master that owns it.
+OWNER_FILE = ".owner"
 
 
 @dataclass(frozen=True)
 class MultiprocDirectory:
     path: str
     private: bool  # created by this package, removed when its last master exits
+    foreign: tuple[str, ...] = ()  # *.db files that are not metric files, left alone
 
 
 def prepare_directory(
@@ -34,8 +47,8 @@ def prepare_directory(
 ) -> MultiprocDirectory:
     """Pick the directory, export it for prometheus_client and the workers.
 
-    A fresh start wipes files left by an earlier run (their counts would be added to
-    this run's); a USR2 re-exec must not, because the old generation is still writing.
+    A fresh start wipes metric files left by an earlier run (their counts would be added
+    to this run's); a USR2 re-exec must not, because the old generation is still writing.
     """
     handed_over = environ.pop(PRIVATE_DIR_ENV, None)
     configured = os.path.abspath(settings.multiproc_dir) if settings.multiproc_dir else None
@@ -46,33 +59,116 @@ def prepare_directory(
         and os.path.isdir(handed_over)
         and (reexec or configured in (None, os.path.abspath(handed_over)))
     ):
-        directory = MultiprocDirectory(handed_over, private=True)
-    elif settings.multiproc_dir:
-        path = os.path.abspath(settings.multiproc_dir)
-        os.makedirs(path, exist_ok=True)
+        mark_owner(handed_over)
+        path, private = handed_over, True
+    elif configured:
+        os.makedirs(configured, exist_ok=True)
         if not reexec and settings.cleanup_db_files:
-            wipe_stale_files(path)
-        directory = MultiprocDirectory(path, private=False)
+            wipe_stale_files(configured)
+        path, private = configured, False
     else:
-        directory = MultiprocDirectory(tempfile.mkdtemp(prefix="gunicorn-prom-ext-"), True)
-    environ[MULTIPROC_DIR_ENV] = directory.path
-    return directory
+        path, private = make_private_directory(), True
+    environ[MULTIPROC_DIR_ENV] = path
+    foreign = tuple(sorted(metric_files(path)[1]))
+    return MultiprocDirectory(path, private, foreign)
+
+
+def make_private_directory() -> str:
+    """A new private directory, owned by this process; orphans of dead masters go first."""
+    sweep_orphans()
+    path = tempfile.mkdtemp(prefix=PRIVATE_PREFIX)
+    mark_owner(path)
+    return path
+
+
+def mark_owner(path: str) -> None:
+    """Record this process as the directory's master (for the orphan sweep)."""
+    with contextlib.suppress(OSError), open(
+        os.path.join(path, OWNER_FILE), "w", encoding="ascii"
+    ) as f:
+        f.write(f"{os.getpid()} {_start_time(os.getpid())}\n")
+
+
+def sweep_orphans(parent: str | None = None) -> list[str]:
+    """Remove private directories whose master is gone; returns those removed.
+
+    Only directories of ours (our prefix, our user, an owner file naming a dead process
+    or a process that has since been replaced under the same pid) are touched.
+    """
+    parent = parent or tempfile.gettempdir()
+    removed: list[str] = []
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(PRIVATE_PREFIX):
+            continue
+        try:
+            info = entry.stat(follow_symlinks=False)
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+                continue
+            with open(os.path.join(entry.path, OWNER_FILE), encoding="ascii") as f:
+                pid_text, start_text = f.read(64).split()
+            pid, started = int(pid_text), float(start_text)
+        except (OSError, ValueError):
+            continue  # not marked (yet): never guess
+        if _start_time(pid) != started:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.path)
+    return removed
+
+
+def _start_time(pid: int) -> float:
+    """The process's start time, 0.0 if there is no such process."""
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return 0.0
 
 
 def wipe_stale_files(path: str) -> int:
+    """Remove the metric files an earlier run left; anything else stays."""
     removed = 0
-    for name in glob.glob(os.path.join(path, "*.db")):
-        try:
-            os.remove(name)
+    for name in metric_files(path)[0]:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(name.path)
             removed += 1
-        except FileNotFoundError:
-            pass
     return removed
 
 
 def remove_directory(directory: MultiprocDirectory) -> None:
     if directory.private:
         shutil.rmtree(directory.path, ignore_errors=True)
+
+
+def recreate_directory(directory: MultiprocDirectory) -> None:
+    """Make the directory again after someone removed it; refuse a path that is now a
+    symlink or someone else's (a private directory sits in a shared temporary dir)."""
+    with contextlib.suppress(FileExistsError):
+        os.makedirs(directory.path, mode=0o700 if directory.private else 0o777)
+    info = os.lstat(directory.path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+        raise PermissionError(f"{directory.path} is no longer a directory of ours")
+    if directory.private:
+        mark_owner(directory.path)
+
+
+class StorageEpoch:
+    """A counter in shared memory, mapped before the first fork: the master bumps it when
+    files went away (the directory was deleted, a file was set aside as bad), and each
+    worker thread, seeing it change, writes its values into new files."""
+
+    def __init__(self) -> None:
+        self._map = mmap.mmap(-1, mmap.PAGESIZE)  # anonymous, MAP_SHARED with the workers
+        self.view = memoryview(self._map).cast("Q")
+
+    @property
+    def value(self) -> int:
+        return int(self.view[0])
+
+    def bump(self) -> None:
+        self.view[0] += 1
 
 
 def prometheus_client_single_process() -> bool:

@@ -28,6 +28,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 _INITIAL_SIZE = 1 << 16
+# Past this size a file grows in steps of this much instead of doubling, and a full disk
+# falls back to the smallest step that fits: recording resumes as soon as a little room
+# returns, not only once there is room for the next doubling.
+_GROWTH_STEP = 1 << 20
+_PAGE = 1 << 12
 _INT = struct.Struct("i")
 _TWO_DOUBLES = struct.Struct("dd")
 
@@ -88,11 +93,15 @@ class MetricFile:
     as an OSError here instead of a SIGBUS when the mapping is written.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, fresh: bool = False) -> None:
+        """Open the file at ``path``, or create it; ``fresh``: always a new, empty file
+        (replacing whatever is there: a file that went bad or is someone else's)."""
         self.path = path
         self._stored: dict[str, tuple[float, float]] = {}
         self._positions: dict[str, int] = {}
         try:
+            if fresh:
+                raise FileNotFoundError
             self._fd = os.open(path, os.O_RDWR)
         except FileNotFoundError:
             self._fd = self._create(path)
@@ -120,7 +129,7 @@ class MetricFile:
             self._fd = fd
             self._reserve(_INITIAL_SIZE)
             os.pwrite(fd, _INT.pack(8), 0)
-            os.rename(tmp, path)
+            os.replace(tmp, path)
         except BaseException:
             os.close(fd)
             with contextlib.suppress(OSError):
@@ -153,20 +162,37 @@ class MetricFile:
         """(value, timestamp) found in the file when it was opened, if the key was there."""
         return self._stored.get(key)
 
+    def stored_items(self) -> Iterable[tuple[str, tuple[float, float]]]:
+        """Every (key, (value, timestamp)) found in the file when it was opened."""
+        return self._stored.items()
+
     def make_room(self, keys: Iterable[str]) -> None:
         """Reserve the space these keys need now, so adding them cannot fail halfway."""
         new = {key for key in keys if key not in self._positions}
         self._grow_to(self._used + sum(_entry_size(key) for key in new))
 
     def _grow_to(self, end: int) -> None:
-        if end > len(self._map):
-            new_size = len(self._map)
-            while new_size < end:
-                new_size *= 2
+        size = len(self._map)
+        if end <= size:
+            return
+        preferred = max(end, min(size * 2, size + _GROWTH_STEP))
+        try:
+            self._reserve(preferred)
+            new_size = preferred
+        except OSError:
+            # Not enough room for a comfortable step: take just what this entry needs.
+            new_size = -(-end // _PAGE) * _PAGE
             self._reserve(new_size)
-            self._doubles.release()  # mmap refuses to resize while a view exists
-            self._map.resize(new_size)
-            self._doubles = memoryview(self._map).cast("d")
+        self._doubles.release()  # mmap refuses to resize while a view exists
+        self._map.resize(new_size)
+        self._doubles = memoryview(self._map).cast("d")
+
+    def in_place(self) -> bool:
+        """Whether the path still names this file (not deleted, renamed or replaced)."""
+        try:
+            return os.stat(self.path).st_ino == os.fstat(self._fd).st_ino
+        except OSError:
+            return False
 
     def _append(self, key: str) -> int:
         encoded = key.encode("utf-8")
@@ -214,6 +240,7 @@ class Counters:
         self._totals: dict[tuple[str, ...], float] = {}
         self._positions: dict[tuple[str, ...], int] = {}
         self._lock = threading.Lock()
+        self._fresh = False  # the next file is created anew, never adopted from the path
         self.pending = False  # totals not yet in the file
 
     def inc(self, *label_values: str, amount: float = 1.0) -> None:
@@ -228,9 +255,25 @@ class Counters:
         with self._lock:
             self._flush()
 
+    def relocate(self) -> None:
+        """The file went away (its directory deleted, or set aside as bad): write the
+        totals, which live in memory, into a new one."""
+        with self._lock:
+            if self._file is not None and self._file.in_place():
+                return
+            old, self._file = self._file, None
+            if old is not None:
+                with contextlib.suppress(OSError):
+                    old.close()
+            self._positions.clear()
+            self._fresh = True
+            self.pending = True
+            with contextlib.suppress(OSError):
+                self._flush()
+
     def _flush(self) -> None:
         if self._file is None:
-            self._file = MetricFile(self._path)
+            self._file = MetricFile(self._path, fresh=self._fresh)
         for label_values in list(self._totals):
             pos = self._positions.get(label_values)
             if pos is None:
@@ -239,7 +282,8 @@ class Counters:
                 key = series_key(name, name + "_total", labels, self._help)
                 pos = self._file.position(key)
                 # A reused file (same pid again) carries on from its predecessor's count.
-                self._totals[label_values] += self._file.stored_value(key)
+                if not self._fresh:
+                    self._totals[label_values] += self._file.stored_value(key)
                 self._positions[label_values] = pos
             self._file.write(pos, self._totals[label_values])
         self.pending = False

@@ -1,11 +1,12 @@
 """Fold dead processes' metric files into per-type archives, so scrapes stay cheap.
 
 prometheus_client leaves every dead worker's counter and histogram files behind, and a
-scrape reads them all: its cost grows with every worker that ever lived (FIELD-NOTES
-§2). Here, when a worker dies, its samples are added into one archive file per type
-and mode, and its files are removed. A fold and a scrape never interleave: both take
-the directory's lock (a scrape shared, a fold exclusive), or a scrape could see a value
-twice or not at all, which Prometheus would read as a counter reset.
+scrape reads them all: its cost grows with every worker that ever lived (about 0.09 ms
+per dead worker of ~50 series; see docs/design-notes.md). Here, when a worker dies, its
+samples are added into one archive file per type and mode, and its files are removed. A
+fold and a scrape never interleave: both take the directory's lock (a scrape shared, a
+fold exclusive), or a scrape could see a value twice or not at all, which Prometheus
+would read as a counter reset.
 
 Gauges: ``live*`` files of a dead process are dropped (as mark_process_dead does);
 ``all`` gauges keep a series per pid by design, so their files stay; ``sum``, ``min``,
@@ -16,47 +17,19 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import glob
 import os
-import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 
 from gunicorn_prom_ext.storage.files import MetricFile, read_entries
+from gunicorn_prom_ext.storage.names import (
+    ARCHIVE_TAG,
+    KINDS,
+    FileName,
+    metric_files,
+    parse_file_name,
+)
 
 LOCK_NAME = ".gunicorn-prom-ext.lock"
-_ARCHIVE_TAG = "archive-"
-# <type>_<id>.db, gauge_<mode>_<id>.db; <id> is a pid, "gpe-<pid>" (ours) or
-# "archive-<master pid>".
-_NAME = re.compile(r"^(?P<type>[a-z]+)_(?:(?P<mode>[a-z]+)_)?(?P<id>[^_]+)\.db$")
-
-
-@dataclass(frozen=True)
-class FileName:
-    path: str
-    type: str
-    mode: str  # gauge mode, "" for other types
-    pid: int | None  # the writing process; None for archives and unknown ids
-
-    @property
-    def is_archive(self) -> bool:
-        return os.path.basename(self.path).split("_")[-1].startswith(_ARCHIVE_TAG)
-
-
-def parse_file_name(path: str) -> FileName | None:
-    match = _NAME.match(os.path.basename(path))
-    if match is None:
-        return None
-    ident = match["id"].removeprefix("gpe-").split("-")[0]  # gpe-<pid>-<thread>
-    pid = int(ident) if ident.isdigit() else None
-    return FileName(path, match["type"], match["mode"] or "", pid)
-
-
-# Every file name a process can have: prometheus_client's and ours. Building the names
-# beats globbing, whose cost grows with the directory.
-_GAUGE_MODES = ("all", "liveall", "min", "livemin", "max", "livemax", "sum", "livesum",
-                "mostrecent", "livemostrecent")
-_KINDS = ("counter", "histogram", "summary", *(f"gauge_{mode}" for mode in _GAUGE_MODES))
 
 
 def files_of(directory: str, pid: int) -> list[FileName]:
@@ -75,7 +48,7 @@ def files_of(directory: str, pid: int) -> list[FileName]:
         idents.append(f"gpe-{pid}-{thread}")
         thread += 1
     found = []
-    for kind in _KINDS:
+    for kind in KINDS:
         for ident in idents:
             path = os.path.join(directory, f"{kind}_{ident}.db")
             if os.path.exists(path):
@@ -88,42 +61,58 @@ def files_of(directory: str, pid: int) -> list[FileName]:
 class DirectoryLock:
     """flock on a file in the directory: shared for scrapes, exclusive for folds.
 
-    One open file per instance: flock locks belong to an open file, so two users in one
-    process (the endpoint thread and the main loop) need their own to exclude each other.
+    Each acquisition opens the lock file anew: flock locks belong to an open file, so
+    two scrapes sharing one descriptor would share one lock, and the first to finish
+    would release it under the other (letting a fold run under a scrape still reading).
     It works across processes too (two master generations during a USR2 re-exec).
     """
 
     def __init__(self, directory: str) -> None:
-        self._fd = os.open(os.path.join(directory, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+        self._path = os.path.join(directory, LOCK_NAME)
+
+    def inode(self, *, create: bool = True) -> int:
+        """The lock file's inode (made if missing, unless ``create`` is False)."""
+        if create:
+            os.close(os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644))
+        return os.stat(self._path).st_ino
 
     @contextlib.contextmanager
     def shared(self) -> Iterator[None]:
-        fcntl.flock(self._fd, fcntl.LOCK_SH)
-        try:
+        with self._locked(fcntl.LOCK_SH):
             yield
-        finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        with self._locked(fcntl.LOCK_EX):
+            yield
+
+    @contextlib.contextmanager
+    def _locked(self, operation: int) -> Iterator[None]:
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
+            fcntl.flock(fd, operation)
             yield
         finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-
-    def close(self) -> None:
-        os.close(self._fd)
+            os.close(fd)  # releases the lock
 
 
 class _ArchiveFile:
     def __init__(self, path: str) -> None:
         self.file = MetricFile(path)
-        self._current: dict[str, tuple[float, float]] = {}
+        # Every value, kept in memory too: a file that goes away is written anew from here.
+        self._current: dict[str, tuple[float, float]] = dict(self.file.stored_items())
+
+    def rewrite(self) -> None:
+        """Write every value into a new file at the same path (the old one went away)."""
+        self.file.close()
+        self.file = MetricFile(self.file.path, fresh=True)
+        self.file.make_room(self._current)
+        for key, (value, timestamp) in self._current.items():
+            self.file.write_with_timestamp(self.file.position(key), value, timestamp)
 
     def merge(self, key: str, value: float, timestamp: float, mode: str) -> None:
         pos = self.file.position(key)
-        old = self._current.get(key) or self.file.stored(key)
+        old = self._current.get(key)
         if old is None:
             new = (value, timestamp)
         elif mode in ("min", "max"):
@@ -137,21 +126,46 @@ class _ArchiveFile:
         self.file.write_with_timestamp(pos, *new)
 
 
+# Called with (path, problem) for a file that cannot be read; it has been renamed
+# <path>.corrupt, where nothing reads it any more.
+BadFile = Callable[[str, str], None]
+
+
+def set_aside(path: str, problem: str, on_bad_file: BadFile | None) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(path, path + ".corrupt")
+        if on_bad_file is not None:
+            on_bad_file(path, problem)
+
+
 class Archive:
     """One master's archive files, one per (type, gauge mode). Only its master writes them."""
 
-    def __init__(self, directory: str, owner_pid: int) -> None:
+    def __init__(
+        self, directory: str, owner_pid: int, on_bad_file: BadFile | None = None
+    ) -> None:
         self._directory = directory
         self._owner = owner_pid
+        self._on_bad_file = on_bad_file
         self._files: dict[tuple[str, str], _ArchiveFile] = {}
 
     def _file(self, type_: str, mode: str) -> _ArchiveFile:
         archive = self._files.get((type_, mode))
         if archive is None:
             kind = f"{type_}_{mode}" if mode else type_
-            path = os.path.join(self._directory, f"{kind}_{_ARCHIVE_TAG}{self._owner}.db")
-            archive = self._files[(type_, mode)] = _ArchiveFile(path)
+            path = os.path.join(self._directory, f"{kind}_{ARCHIVE_TAG}{self._owner}.db")
+            try:
+                archive = _ArchiveFile(path)
+            except ValueError as exc:  # someone else's garbage under our name
+                set_aside(path, str(exc), self._on_bad_file)
+                archive = _ArchiveFile(path)
+            self._files[(type_, mode)] = archive
         return archive
+
+    def rewrite(self) -> None:
+        """The directory went away and came back: write every archive anew."""
+        for archive in self._files.values():
+            archive.rewrite()
 
     def fold(self, name: FileName) -> bool:
         """Add one dead process's file into the archive and remove it; False if kept."""
@@ -162,7 +176,11 @@ class Archive:
             return False  # "all" keeps one series per pid: nothing to fold into
         with open(name.path, "rb") as f:
             data = f.read()
-        entries = list(read_entries(data)) if data else []
+        try:
+            entries = list(read_entries(data)) if data else []
+        except (ValueError, UnicodeDecodeError) as exc:
+            set_aside(name.path, str(exc), self._on_bad_file)
+            return False
         archive = self._file(name.type, name.mode)
         # All or nothing: a full disk must not leave half a worker in the archive and the
         # whole of it still in its file, to be counted twice at the next try.
@@ -188,23 +206,14 @@ def fold_leftovers(directory: str, archive: Archive, lock: DirectoryLock) -> int
 
     Covers what child_exit never saw: a crashed master's workers, a previous run in a
     reused directory, an old generation's archives after USR2. Files of live processes
-    and of this master are left alone.
+    and of this master are left alone, and so is anything that is not a metric file.
     """
     folded = 0
     with lock.exclusive():
-        for path in glob.glob(os.path.join(directory, "*.db")):
-            name = parse_file_name(path)
-            if name is None or name.type not in ("counter", "histogram", "summary", "gauge"):
+        for name in metric_files(directory)[0]:
+            if name.pid == os.getpid() or _alive(name.pid):
                 continue
-            owner = name.pid
-            if name.is_archive:
-                ident = os.path.basename(path).rsplit(_ARCHIVE_TAG, 1)[1].removesuffix(".db")
-                owner = int(ident) if ident.isdigit() else None
-                if owner == os.getpid():
-                    continue
-            if owner is None or owner == os.getpid() or _alive(owner):
-                continue
-            with contextlib.suppress(FileNotFoundError, ValueError):
+            with contextlib.suppress(FileNotFoundError):
                 folded += archive.fold(name)
     return folded
 

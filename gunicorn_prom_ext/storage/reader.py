@@ -1,14 +1,14 @@
 """Read the multiprocess directory for a scrape, where one bad file costs only that file.
 
 prometheus_client's own collector fails the whole scrape on a single 0-byte or corrupt
-``.db`` file (client_python #1199). Here each file is checked first; a bad one is moved
-aside (renamed to ``*.db.corrupt``, which the collector no longer reads) and reported.
+``.db`` file. Here each metric file is checked first; a bad one is moved aside (renamed
+``*.db.corrupt``, which nothing reads any more) and reported. Files that are not metric
+files (see names.py) are never read nor touched.
 Imported only once the multiprocess directory is set (it imports prometheus_client).
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import time
@@ -19,13 +19,12 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from gunicorn_prom_ext.storage.files import read_entries
-from gunicorn_prom_ext.storage.fold import DirectoryLock
+from gunicorn_prom_ext.storage.fold import BadFile, DirectoryLock, set_aside
+from gunicorn_prom_ext.storage.names import metric_files
 
 # prometheus_client creates its files empty and sizes them a moment later: an empty file
 # this young is being born, not broken.
 _NEWBORN_SECONDS = 30.0
-
-
 # Keys already seen well-formed: a scrape then only walks a file's entries.
 _KNOWN_KEYS_LIMIT = 100_000
 
@@ -47,37 +46,55 @@ def file_problem(path: str, known_keys: set[str]) -> str | None:
             if len(known_keys) >= _KNOWN_KEYS_LIMIT:
                 known_keys.clear()
             known_keys.add(entry.key)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return str(exc)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        return str(exc)[:200]
     return None
 
 
 class FilesCollector(Collector):
-    def __init__(self, path: str, on_bad_file: Callable[[str, str], None]) -> None:
+    """The workers' and archives' samples, merged as prometheus_client merges them.
+
+    ``before_read`` runs first on every scrape (the master checks that its directory is
+    still there); ``on_bad_file`` is told of every file set aside.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        on_bad_file: BadFile,
+        before_read: Callable[[], None] | None = None,
+    ) -> None:
         self._path = path
         self._on_bad_file = on_bad_file
+        self._before_read = before_read
         self._lock = DirectoryLock(path)
         self._known_keys: set[str] = set()
 
     def collect(self) -> Iterable[Metric]:
+        if self._before_read is not None:
+            self._before_read()
         # Shared with other scrapes, exclusive of a fold (see fold.py).
         with self._lock.shared():
-            return self._collect()
-
-    def _collect(self) -> Iterable[Metric]:
-        readable = []
-        for name in glob.glob(os.path.join(self._path, "*.db")):
             try:
-                problem = file_problem(name, self._known_keys)
-                if problem is None:
-                    if os.path.getsize(name):
-                        readable.append(name)
-                    continue
-                os.replace(name, name + ".corrupt")
+                return self._collect()
             except FileNotFoundError:
-                continue  # removed since the glob (a dead worker's live gauges)
-            self._on_bad_file(name, problem)
-        merged: Iterable[Metric] = MultiProcessCollector.merge(  # type: ignore[no-untyped-call]
-            readable, accumulate=True
+                # A file went between the check and the merge (a worker replacing a file
+                # that was set aside, say): one more look finds the directory as it is.
+                return self._collect()
+
+    def _collect(self) -> list[Metric]:
+        readable = []
+        for name in metric_files(self._path)[0]:
+            try:
+                problem = file_problem(name.path, self._known_keys)
+                if problem is None:
+                    if os.path.getsize(name.path):
+                        readable.append(name.path)
+                    continue
+            except FileNotFoundError:
+                continue  # removed since the listing (a dead worker's live gauges)
+            set_aside(name.path, problem, self._on_bad_file)
+        merged: list[Metric] = list(
+            MultiProcessCollector.merge(readable, accumulate=True)  # type: ignore[no-untyped-call]
         )
         return merged

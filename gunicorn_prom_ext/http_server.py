@@ -1,0 +1,264 @@
+"""A small HTTP(S) server for the master's metrics port that nobody can exhaust.
+
+One accept thread, one thread per connection, and three bounds:
+
+- at most ``max_connections`` connections at once: past it, the connection that has been
+  waiting longest for its request is closed to make room (a scraper sends its request
+  at once, so idle connections are the ones to go); if every connection is busy being
+  answered, the new one is closed instead;
+- ``header_timeout`` seconds from accept to the end of the request's head (TLS handshake
+  included): a client that connects and says nothing, or trickles bytes, is cut off;
+- ``io_timeout`` seconds for any single read or write after that.
+
+The gunicorn master forks workers while this server runs. A fork copies every open
+descriptor, so without care each worker would inherit the listening socket and every
+connection open at that moment (thousands, under a flood, enough to break a worker's
+``select()``). Accepting happens under a lock that fork waits for, and the child closes
+its copies right after the fork.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import selectors
+import socket
+import ssl
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+ACCEPT_BATCH = 64  # connections taken per wake-up, so a burst cannot starve the reaper
+TICK = 0.25  # how often deadlines are checked (and stop() is noticed at the latest)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_connections: int = 32
+    header_timeout: float = 5.0
+    io_timeout: float = 10.0
+
+
+@dataclass(eq=False)
+class Connection:
+    sock: socket.socket
+    fd: int
+    address: Any
+    deadline: float  # monotonic time by which the request's head must be in
+    head_done: bool = False
+    accepted: float = field(default_factory=time.monotonic)
+
+
+# What a connection's thread runs once the connection is accepted (and TLS set up).
+Handle = Callable[[Connection], None]
+# Called with a kind ("endpoint_connections") whenever a limit closes a connection.
+OnLimit = Callable[[str], None]
+
+
+class BoundedServer:
+    def __init__(
+        self,
+        address: tuple[Any, ...],
+        family: int,
+        handle: Handle,
+        limits: Limits,
+        ssl_context: ssl.SSLContext | None = None,
+        on_limit: OnLimit | None = None,
+    ) -> None:
+        self._handle = handle
+        self.limits = limits
+        self._ssl_context = ssl_context
+        self._on_limit = on_limit
+        self._lock = threading.Lock()  # guards _connections
+        self._fork_lock = threading.Lock()  # held while a descriptor is being made
+        self._connections: dict[int, Connection] = {}
+        self._stopping = threading.Event()
+        self._owner = os.getpid()
+        self.socket = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                with contextlib.suppress(OSError):
+                    self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            self.socket.bind(address)
+            self.socket.listen(128)
+            self.socket.setblocking(False)
+        except BaseException:
+            self.socket.close()
+            raise
+        self.server_address = self.socket.getsockname()
+        _close_copies_after_fork(self)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def serve_forever(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.socket, selectors.EVENT_READ)
+            while not self._stopping.is_set():
+                ready = selector.select(TICK)
+                self._reap(time.monotonic())
+                if ready and not self._stopping.is_set():
+                    self._accept_some()
+
+    def stop(self) -> None:
+        """Stop accepting (in every process: shutdown, not close), close every connection."""
+        self._stopping.set()
+        with contextlib.suppress(OSError):
+            self.socket.shutdown(socket.SHUT_RD)
+        with self._lock:
+            for connection in list(self._connections.values()):
+                _shutdown(connection.fd)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.socket.close()
+
+    def connection_count(self) -> int:
+        with self._lock:
+            return len(self._connections)
+
+    # -- accept thread ----------------------------------------------------------------------
+
+    def _accept_some(self) -> None:
+        for _ in range(ACCEPT_BATCH):
+            with self._fork_lock:
+                try:
+                    sock, address = self.socket.accept()
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as exc:
+                    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                        self._limit()
+                        time.sleep(TICK)  # the queue stays readable: do not spin
+                        return
+                    if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                        continue
+                    raise
+                connection = Connection(
+                    sock, sock.fileno(), address, time.monotonic() + self.limits.header_timeout
+                )
+                admitted = self._admit(connection)
+            if not admitted:
+                with contextlib.suppress(OSError):
+                    sock.close()
+                self._limit()
+                continue
+            try:
+                threading.Thread(
+                    target=self._serve, args=(connection,),
+                    name="gunicorn-prom-ext-metrics-conn", daemon=True,
+                ).start()  # fmt: skip
+            except RuntimeError:  # no more threads: let the connection go
+                self._forget(connection)
+                with contextlib.suppress(OSError):
+                    sock.close()
+                self._limit()
+
+    def _admit(self, new: Connection) -> bool:
+        with self._lock:
+            if len(self._connections) >= self.limits.max_connections:
+                waiting = [c for c in self._connections.values() if not c.head_done]
+                if not waiting:
+                    return False
+                oldest = min(waiting, key=lambda c: c.accepted)
+                oldest.deadline = 0.0  # the reaper counts it as timed out
+                _shutdown(oldest.fd)
+                del self._connections[oldest.fd]
+                self._limit()
+            self._connections[new.fd] = new
+            return True
+
+    def _reap(self, now: float) -> None:
+        with self._lock:
+            expired = [c for c in self._connections.values() if not c.head_done
+                       and c.deadline <= now]  # fmt: skip
+            for connection in expired:
+                _shutdown(connection.fd)
+                del self._connections[connection.fd]
+        for _ in expired:
+            self._limit()
+
+    def _limit(self) -> None:
+        if self._on_limit is not None:
+            with contextlib.suppress(Exception):
+                self._on_limit("endpoint_connections")
+
+    # -- connection threads -----------------------------------------------------------------
+
+    def _serve(self, connection: Connection) -> None:
+        sock = connection.sock
+        try:
+            sock.setblocking(True)
+            # Until the head is in, the reaper enforces the deadline; this bounds each read.
+            sock.settimeout(self.limits.io_timeout)
+            if self._ssl_context is not None:
+                sock = self._ssl_context.wrap_socket(sock, server_side=True)
+                connection.sock = sock
+            self._handle(connection)
+        except Exception:
+            pass  # resets, handshake failures, timeouts: the client's business
+        finally:
+            self._forget(connection)
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _forget(self, connection: Connection) -> None:
+        with self._lock:
+            if self._connections.get(connection.fd) is connection:
+                del self._connections[connection.fd]
+
+    # -- fork -------------------------------------------------------------------------------
+
+    def _before_fork(self) -> None:
+        self._fork_lock.acquire()
+
+    def _after_fork_in_parent(self) -> None:
+        self._fork_lock.release()
+
+    def _after_fork_in_child(self) -> None:
+        # Only the forking thread exists here: no lock is needed (or safe) but ours.
+        self._fork_lock = threading.Lock()
+        self._lock = threading.Lock()
+        if os.getpid() == self._owner:
+            return
+        self._stopping.set()
+        for connection in list(self._connections.values()):
+            with contextlib.suppress(OSError):
+                connection.sock.close()
+        self._connections.clear()
+        with contextlib.suppress(OSError):
+            self.socket.close()
+
+
+def _close_copies_after_fork(server: BoundedServer) -> None:
+    # register_at_fork cannot be undone: hold the server weakly, so a stopped one goes.
+    ref = weakref.ref(server)
+
+    def call(method: str) -> Callable[[], None]:
+        def run() -> None:
+            target = ref()
+            if target is not None:
+                getattr(target, method)()
+
+        return run
+
+    os.register_at_fork(
+        before=call("_before_fork"),
+        after_in_parent=call("_after_fork_in_parent"),
+        after_in_child=call("_after_fork_in_child"),
+    )
+
+
+def _shutdown(fd: int) -> None:
+    """Shut a connection down by descriptor: whichever object owns it (a plain or a TLS
+    socket, mid-handshake or not), its thread wakes up and closes it."""
+    with contextlib.suppress(OSError):
+        copy = socket.socket(fileno=os.dup(fd))
+        try:
+            copy.shutdown(socket.SHUT_RDWR)
+        finally:
+            copy.close()

@@ -1,0 +1,195 @@
+"""The second way in: a middleware around the app, for workers that call no request hooks.
+
+Installed by the hooks themselves in post_worker_init (the loaded app is ``worker.wsgi``
+or ``worker.asgi`` then, before the worker serves), so nothing is wired by hand. Both
+middlewares record through the same RequestRecorder as the hooks, with the same labels
+and status rule: the status the client got, 500 when no status line went out.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from gunicorn_prom_ext.requests import (
+    NO_RESPONSE_STATUS,
+    ROUTE_ENVIRON_KEY,
+    RequestRecorder,
+    Started,
+    body_size,
+    status_label,
+)
+
+if TYPE_CHECKING:
+    from gunicorn_prom_ext.worker import ThreadRecorders
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def is_asgi3(app: object) -> bool:
+    """An ASGI 3 app is a coroutine function or an object whose __call__ is one (the
+    test uvicorn applies too)."""
+    if inspect.isclass(app):
+        return False
+    if inspect.isfunction(app) or inspect.ismethod(app):
+        return inspect.iscoroutinefunction(app)
+    return inspect.iscoroutinefunction(vars(type(app)).get("__call__")) or any(
+        inspect.iscoroutinefunction(vars(base).get("__call__")) for base in type(app).__mro__
+    )
+
+
+def wrap_app(app: Any, way: str, recorders: ThreadRecorders) -> Any | None:
+    """The app wrapped for ``way`` ("asgi" or "wsgi"); None if it cannot be measured."""
+    if way == "asgi":
+        return AsgiRecorder(app, recorders) if is_asgi3(app) else None
+    return WsgiRecorder(app, recorders) if callable(app) else None
+
+
+class AsgiRecorder:
+    """ASGI 3 middleware: records every ``http`` request; lifespan and websockets pass."""
+
+    def __init__(self, app: AsgiApp, recorders: ThreadRecorders) -> None:
+        self.app = app
+        self._recorders = recorders
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("type") != "http":
+            await self.app(scope, receive, send)
+            return
+        recorder = self._recorders.current()
+        started: Started | None = None
+        if recorder is not None:
+            try:
+                started = recorder.begin(str(scope.get("method", "")))
+            except Exception as exc:
+                self._recorders.failed("the ASGI middleware", exc)
+        if recorder is None or started is None:
+            await self.app(scope, receive, send)
+            return
+        response: list[Any] = [None, 0]  # status sent, body bytes sent
+
+        async def send_noting(message: Message) -> None:
+            kind = message.get("type")
+            if kind == "http.response.start":
+                response[0] = message.get("status")
+            elif kind == "http.response.body":
+                response[1] += len(message.get("body") or b"")
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting)
+        finally:
+            self._finish(recorder, started, scope, response)
+
+    def _finish(
+        self, recorder: RequestRecorder, started: Started, scope: Scope, response: list[Any]
+    ) -> None:
+        try:
+            status = NO_RESPONSE_STATUS if response[0] is None else status_label(response[0])
+            request_size, stamp = _from_headers(scope.get("headers"), recorder)
+            route = scope.get(ROUTE_ENVIRON_KEY)
+            recorder.end(started, status, route, request_size, body_size(response[1]), stamp)
+        except Exception as exc:
+            self._recorders.failed("the ASGI middleware", exc)
+        self._recorders.after_request(recorder)
+
+
+def _from_headers(headers: object, recorder: RequestRecorder) -> tuple[int, object]:
+    """(request body size, queue stamp) from an ASGI scope's headers."""
+    wanted = recorder.queue_header
+    size, stamp = 0, None
+    if isinstance(headers, list | tuple):
+        for item in headers:
+            if not isinstance(item, list | tuple) or len(item) != 2:
+                continue
+            name = item[0]
+            if name == b"content-length" and isinstance(item[1], bytes):
+                size = body_size(item[1].decode("latin-1"))
+            elif wanted is not None and name == wanted:
+                stamp = item[1]
+    return size, stamp
+
+
+class WsgiRecorder:
+    """WSGI middleware: records each request when the server closes its response."""
+
+    def __init__(self, app: WsgiApp, recorders: ThreadRecorders) -> None:
+        self.app = app
+        self._recorders = recorders
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        recorder = self._recorders.current()
+        if recorder is None:
+            return self.app(environ, start_response)
+        try:
+            started = recorder.begin(str(environ.get("REQUEST_METHOD", "")))
+        except Exception as exc:
+            self._recorders.failed("the WSGI middleware", exc)
+            return self.app(environ, start_response)
+        status: list[str] = []
+
+        def start_noting(status_line: str, headers: Any, exc_info: Any = None) -> Any:
+            status[:] = [status_line]
+            return start_response(status_line, headers, exc_info)
+
+        def finish(sent: int, body_started: bool) -> None:
+            try:
+                code: object = None
+                if status and body_started:
+                    head = status[0].split(" ", 1)[0]
+                    code = int(head) if head.isascii() and head.isdigit() else None
+                label = status_label(code) if code is not None else NO_RESPONSE_STATUS
+                stamp = environ.get(recorder.queue_environ_key or "")
+                request_size = body_size(environ.get("CONTENT_LENGTH"))
+                route = environ.get(ROUTE_ENVIRON_KEY)
+                recorder.end(started, label, route, request_size, body_size(sent), stamp)
+            except Exception as exc:
+                self._recorders.failed("the WSGI middleware", exc)
+            self._recorders.after_request(recorder)
+
+        try:
+            body = self.app(environ, start_noting)
+        except BaseException:
+            finish(0, False)
+            raise
+        return _CountingBody(body, finish)
+
+
+class _CountingBody:
+    """The app's body, counted as it goes out; the request is recorded on close()."""
+
+    def __init__(self, body: Iterable[bytes], finish: Callable[[int, bool], None]) -> None:
+        self._body = body
+        self._chunks: Iterator[bytes] = iter(body)
+        self._finish: Callable[[int, bool], None] | None = finish
+        self._sent = 0
+        self._started = False
+
+    def __iter__(self) -> _CountingBody:
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            chunk = next(self._chunks)
+        except StopIteration:
+            self._started = True  # an empty body still sends the status line
+            raise
+        self._started = True
+        self._sent += len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            finish, self._finish = self._finish, None
+            if finish is not None:
+                finish(self._sent, self._started)

@@ -1,0 +1,67 @@
+"""How requests are recorded for a gunicorn worker class: one recording core, two ways in.
+
+- ``hooks``: the worker calls gunicorn's pre_request/post_request around the WSGI app
+  with the response object (sync, gthread, gevent, eventlet): they record.
+- ``asgi`` / ``wsgi``: the worker never calls them, or calls them without the status
+  (gunicorn's asgi worker passes ``environ=None, resp=None`` unless access logging is
+  on): a middleware wrapped around the loaded app in post_worker_init records instead
+  (gunicorn's asgi worker and uvicorn's workers: ASGI; gevent's pywsgi and tornado's
+  workers: WSGI).
+
+The master logs the way once at start, so a set-up that cannot be measured says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Way = Literal["hooks", "asgi", "wsgi"]
+
+
+@dataclass(frozen=True)
+class Recording:
+    way: Way
+    app_attribute: str  # the worker attribute holding the loaded app (middleware ways)
+    how: str  # for the start-up line
+
+    def describe(self, worker_class: str) -> str:
+        return f"worker class {worker_class}: requests are recorded {self.how}"
+
+
+HOOKS = Recording("hooks", "", "by gunicorn's pre_request/post_request hooks")
+ASGI_WORKER = Recording(
+    "asgi", "asgi",
+    "by an ASGI middleware around the app (gunicorn's asgi worker gives post_request no "
+    "status unless access logging is on)",
+)  # fmt: skip
+UVICORN = Recording(
+    "asgi", "wsgi", "by an ASGI middleware around the app (uvicorn's workers call no hooks)"
+)
+HOOKS_IF_CALLED = Recording(
+    "hooks", "",
+    "by gunicorn's pre_request/post_request hooks, if this worker class calls them (gunicorn's "
+    "sync, gthread, gevent and eventlet workers do; one that does not records nothing)",
+)  # fmt: skip
+_HOOK_CALLERS = frozenset({
+    "gunicorn.workers.sync.SyncWorker",
+    "gunicorn.workers.gthread.ThreadWorker",
+    "gunicorn.workers.base_async.AsyncWorker",
+})
+WSGI_MIDDLEWARE = Recording(
+    "wsgi", "wsgi", "by a WSGI middleware around the app (this worker calls no request hooks)"
+)
+
+
+def recording_for(worker_class: type) -> Recording:
+    names = {f"{cls.__module__}.{cls.__qualname__}" for cls in worker_class.__mro__}
+    module = worker_class.__module__
+    if "gunicorn.workers.ggevent.GeventPyWSGIWorker" in names:
+        return WSGI_MIDDLEWARE
+    if "gunicorn.workers.gtornado.TornadoWorker" in names:
+        return WSGI_MIDDLEWARE
+    if "gunicorn.workers.gasgi.ASGIWorker" in names:
+        return ASGI_WORKER
+    if module.split(".")[0] in ("uvicorn", "uvicorn_worker"):
+        return UVICORN
+    return HOOKS if names & _HOOK_CALLERS else HOOKS_IF_CALLED
