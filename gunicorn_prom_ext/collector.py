@@ -158,12 +158,18 @@ class ServerCollector(Collector):
     def _slot_cpu(self, slot: int, age: int, seconds: float) -> float:
         """A counter per slot that never goes back when the slot's worker is replaced.
 
-        The predecessor's CPU after its last sample is not seen: a scrape cannot read a
-        dead process.
+        Scrapes run in parallel: a sample taken before another scrape's may arrive after
+        it, and a scrape that began before a replacement may report the old worker after
+        one that saw the new. Neither may move the counter back (nor count twice). The
+        predecessor's CPU after its last sample is not seen: a scrape cannot read a dead
+        process.
         """
         with self._cpu_lock:
             known_age, last, base = self._cpu.get(slot, (age, 0.0, 0.0))
-            if known_age != age:
-                base += last
-            self._cpu[slot] = (age, seconds, base)
-            return base + seconds
+            if age < known_age:  # an older worker of this slot, seen late
+                return base + last
+            if age != known_age:
+                base, last = base + last, 0.0
+            last = max(last, seconds)
+            self._cpu[slot] = (age, last, base)
+            return base + last

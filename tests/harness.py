@@ -11,6 +11,7 @@ import contextlib
 import gzip
 import http.client
 import os
+import resource
 import shutil
 import signal as _signal
 import socket
@@ -132,8 +133,11 @@ class Gunicorn:
         cwd: str | os.PathLike[str] | None = None,
         tmp_dir: str | os.PathLike[str] | None = None,
         metrics_ssl_context: ssl.SSLContext | None = None,
+        nofile: int | None = None,
     ) -> None:
+        """``nofile``: the file-descriptor limit (RLIMIT_NOFILE) to run the server under."""
         self.app = app
+        self.nofile = nofile
         self.config = config
         self.workers = workers
         self.cwd = os.fspath(cwd) if cwd is not None else str(APPS_DIR)
@@ -212,6 +216,7 @@ class Gunicorn:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=self._limit_fds if self.nofile is not None else None,
             )
 
         def ready() -> bool:
@@ -245,6 +250,10 @@ class Gunicorn:
                     + self._describe()
                 )
             time.sleep(0.05)
+
+    def _limit_fds(self) -> None:  # runs in the child, before exec
+        assert self.nofile is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def stop(self) -> int | None:
         """SIGTERM the master, wait up to 10 s, then SIGKILL; kill whatever of its process
