@@ -4,8 +4,9 @@ an ASGI server calls it. The route must land in that very dict."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
 from django.test import AsyncRequestFactory, override_settings  # noqa: E402
+from harness import Gunicorn  # noqa: E402
 
 from django_app.middleware import RouteMiddleware  # noqa: E402
 from gunicorn_prom_ext.requests import ROUTE_ENVIRON_KEY  # noqa: E402
@@ -169,3 +171,36 @@ def test_async_mode_sets_the_route_even_when_the_inner_handler_raises() -> None:
     with pytest.raises(RuntimeError):
         asyncio.run(RouteMiddleware(failing)(request))
     assert request.scope[ROUTE_ENVIRON_KEY] == "/boom"
+
+
+@pytest.mark.slow
+def test_routes_reach_an_asgi_wrapper_under_gunicorns_asgi_worker(
+    gunicorn_factory: Callable[..., Gunicorn],
+) -> None:
+    """Through a real server: gunicorn's own ASGI worker (gunicorn 24 and later) serving
+    testsite/asgi.py, whose wrapper reads the route from the scope and shows it as an
+    x-route response header."""
+    pytest.importorskip("gunicorn.workers.gasgi")
+    g = gunicorn_factory(
+        "testsite.asgi:application", "-k", "asgi",
+        cwd=django_testsite.DJANGO_DIR, config=None,
+    )  # fmt: skip
+    g.start()
+
+    def get(path: str) -> tuple[int, str | None]:
+        conn = http.client.HTTPConnection("127.0.0.1", g.app_port, timeout=10)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            response.read()
+            return response.status, response.getheader("x-route")
+        finally:
+            conn.close()
+
+    assert get("/items/4") == (200, "/items/<int:pk>")
+    assert get("/async/items/5") == (200, "/async/items/<int:pk>")
+    assert get("/legacy/2020/") == (200, "/legacy/<year>/")
+    assert get("/boom") == (500, "/boom")
+    assert get("/async/boom") == (500, "/async/boom")
+    assert get("/gone") == (404, "/gone")
+    assert get("/no/such/page") == (404, None)
