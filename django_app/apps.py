@@ -19,3 +19,4 @@ class GunicornPrometheusConfig(AppConfig):  # type: ignore[misc]  # Django is un
 
         register(checks.check_gunicorn_prometheus)
         register(checks.check_middleware)
+        register(checks.check_raw_regex_routes)

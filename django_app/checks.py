@@ -12,6 +12,7 @@ django_app.E005    GUNICORN_PROMETHEUS values that do not go together, or name a
                    file that is not there (SSL without a certificate, …).
 django_app.E006    The environment or the YAML file (GUNICORN_PROM_EXT_CONFIG) has
                    an invalid setting: the server would refuse to start.
+django_app.E007    GUNICORN_PROMETHEUS_RAW_REGEX_ROUTES is not True or False.
 django_app.W001    The route middleware is not in MIDDLEWARE: http_route stays empty.
 =================  ==============================================================
 """
@@ -26,7 +27,13 @@ from django.core.checks import CheckMessage, Error, Warning
 
 from gunicorn_prom_ext.settings import SPECS_BY_FIELD, ConfigError, InvalidValue, parse_value
 
-from .conf import FRAMEWORK_SOURCE, SETTING_NAME, raw_setting
+from .conf import (
+    FRAMEWORK_SOURCE,
+    RAW_REGEX_ROUTES_SETTING,
+    SETTING_NAME,
+    raw_regex_routes_setting,
+    raw_setting,
+)
 
 MIDDLEWARE_PATH = "django_app.middleware.RouteMiddleware"
 _OBJ = f"settings.{SETTING_NAME}"
@@ -37,6 +44,7 @@ E003 = "django_app.E003"
 E004 = "django_app.E004"
 E005 = "django_app.E005"
 E006 = "django_app.E006"
+E007 = "django_app.E007"
 W001 = "django_app.W001"
 
 
@@ -173,5 +181,24 @@ def check_middleware(app_configs: Sequence[Any] | None = None, **kwargs: Any) ->
             hint=f"Add {MIDDLEWARE_PATH!r} at the top of MIDDLEWARE.",
             obj="settings.MIDDLEWARE",
             id=W001,
+        )
+    ]
+
+
+def check_raw_regex_routes(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[
+    CheckMessage
+]:
+    """E007: the route setting takes True or False only (anything else reads as False)."""
+    value = raw_regex_routes_setting()
+    if isinstance(value, bool):
+        return []
+    return [
+        Error(
+            f"{RAW_REGEX_ROUTES_SETTING} must be True or False, got {type(value).__name__} "
+            f"{value!r:.40}.",
+            hint="True labels re_path() routes with their raw regex; False (the default) "
+            "with a readable template such as /snippets/<pk>/.",
+            obj=f"settings.{RAW_REGEX_ROUTES_SETTING}",
+            id=E007,
         )
     ]

@@ -17,6 +17,9 @@ from gunicorn_prom_ext.settings import Settings
 from gunicorn_prom_ext.sources import ResolvedSettings, load_settings
 
 SETTING_NAME = "GUNICORN_PROMETHEUS"
+# A Django setting of its own: GUNICORN_PROMETHEUS holds the core's settings only (its
+# keys are checked against the core's table), and this one concerns the middleware alone.
+RAW_REGEX_ROUTES_SETTING = "GUNICORN_PROMETHEUS_RAW_REGEX_ROUTES"
 # How problems and `gunicorn-prom-ext`-style source listings name this layer.
 FRAMEWORK_SOURCE = f"{SETTING_NAME} setting"
 
@@ -31,6 +34,20 @@ def raw_setting() -> object:
 
     value: object = getattr(settings, SETTING_NAME, None)
     return {} if value is None else value
+
+
+def raw_regex_routes_setting() -> object:
+    """``settings.GUNICORN_PROMETHEUS_RAW_REGEX_ROUTES`` as written; False when absent."""
+    from django.conf import settings
+
+    value: object = getattr(settings, RAW_REGEX_ROUTES_SETTING, False)
+    return value
+
+
+def raw_regex_routes() -> bool:
+    """Whether ``re_path()`` routes are labelled with their raw regex. Only ``True``
+    says so: any other value (system check E007) keeps the readable labels."""
+    return raw_regex_routes_setting() is True
 
 
 def framework_settings() -> Mapping[str, object]:

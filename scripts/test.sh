@@ -22,7 +22,7 @@ fi
 compat_log=$(mktemp)
 if ! .venv-compat/bin/python -m pip install --quiet --disable-pip-version-check \
         -e . 'gunicorn==23.0.0' 'Django>=4.2,<5.0' 'Flask>=2.3,<2.4' \
-        pytest pytest-django trustme >"$compat_log" 2>&1; then
+        pytest pytest-django trustme djangorestframework >"$compat_log" 2>&1; then
     cat "$compat_log" >&2
     exit 1
 fi

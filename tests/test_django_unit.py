@@ -1,7 +1,6 @@
 """The Django app in-process, with pytest-django: system checks, middleware, view, command.
 
-Django is configured here (not through DJANGO_SETTINGS_MODULE, which would leak into the
-environment of every server other tests start) from the test project's settings.
+Django is configured from the test project's settings by ``django_testsite``.
 """
 
 from __future__ import annotations
@@ -17,19 +16,9 @@ import pytest
 pytest.importorskip("django")
 pytest.importorskip("pytest_django")
 
-DJANGO_DIR = Path(__file__).resolve().parent / "django_project"
-if str(DJANGO_DIR) not in sys.path:
-    sys.path.insert(0, str(DJANGO_DIR))
+import django_testsite
 
-import django  # noqa: E402
-from django.conf import settings as django_settings  # noqa: E402
-
-if not django_settings.configured:
-    from testsite import settings as project_settings
-
-    names = [name for name in dir(project_settings) if name.isupper()]
-    django_settings.configure(**{name: getattr(project_settings, name) for name in names})
-    django.setup()
+django_testsite.configure()
 
 from django.core.checks import run_checks  # noqa: E402
 from django.core.management import call_command  # noqa: E402
@@ -176,12 +165,32 @@ def test_routes_are_url_patterns() -> None:
     assert route(client, "/items/42") == (200, "/items/<int:pk>")
     assert route(client, "/items/42", "POST") == (201, "/items/<int:pk>")
     assert route(client, "/api/things/red") == (200, "/api/things/<slug:name>")
-    assert route(client, "/legacy/1999/") == (200, "/legacy/(?P<year>[0-9]{4})/$")
+    # A re_path() route reads as a template.
+    assert route(client, "/legacy/1999/") == (200, "/legacy/<year>/")
     # A view that raises: Django's 500, under its route. Http404 from a matched route too.
     assert route(client, "/boom") == (500, "/boom")
     assert route(client, "/gone") == (404, "/gone")
     # Nothing matched: no route (the core records an empty label), never the raw path.
     assert route(client, "/no/such/page") == (404, None)
+
+
+def test_raw_regex_routes_setting_keeps_the_regex(settings: DjangoSettings) -> None:
+    settings.GUNICORN_PROMETHEUS_RAW_REGEX_ROUTES = True
+    client = Client()  # its handler builds the middleware chain, reading the setting
+    assert route(client, "/legacy/1999/") == (200, "/legacy/(?P<year>[0-9]{4})/$")
+    assert route(client, "/items/42") == (200, "/items/<int:pk>")
+    assert ids() == []
+    # Anything but True keeps the readable labels, and system check E007 reports it.
+    settings.GUNICORN_PROMETHEUS_RAW_REGEX_ROUTES = "yes"
+    assert route(Client(), "/legacy/1999/") == (200, "/legacy/<year>/")
+    found = messages()
+    assert [m.id for m in found] == ["django_app.E007"]
+    assert found[0].msg == (
+        "GUNICORN_PROMETHEUS_RAW_REGEX_ROUTES must be True or False, got str 'yes'."
+    )
+    settings.GUNICORN_PROMETHEUS_RAW_REGEX_ROUTES = False
+    assert route(Client(), "/legacy/1999/") == (200, "/legacy/<year>/")
+    assert ids() == []
 
 
 def test_middleware_alone_leaves_unresolved_requests_alone() -> None:

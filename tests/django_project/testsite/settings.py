@@ -1,7 +1,8 @@
 """Settings of the test project.
 
-They import prometheus_client, and so does the installed app ``trapapp``: the trap of
-FIELD-NOTES §2 that `rungunicorn` must get out of (by re-executing itself).
+They import prometheus_client, and so does the installed app ``trapapp``, before the
+multiprocess directory could be set: the trap `rungunicorn` must get out of (by
+re-executing itself).
 GUNICORN_PROMETHEUS comes from the TEST_GUNICORN_PROMETHEUS variable (JSON), so a test
 can give the server any value, valid or not.
 """

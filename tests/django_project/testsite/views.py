@@ -32,3 +32,11 @@ def boom(request: Any) -> HttpResponse:
 
 def gone(request: Any) -> HttpResponse:
     raise Http404("no such thing")
+
+
+async def async_item(request: Any, pk: int) -> HttpResponse:
+    return HttpResponse(f"async item {pk}\n".encode())
+
+
+async def async_boom(request: Any) -> HttpResponse:
+    raise RuntimeError("async boom (on purpose)")
