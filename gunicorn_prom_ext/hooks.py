@@ -26,6 +26,10 @@ from gunicorn_prom_ext.worker import WorkerSide
 FrameworkSettings = Callable[[Any], Mapping[str, object]]
 
 
+def _ignore(*args: Any) -> None:
+    return None
+
+
 class PrometheusHooks:
     """The hooks, as bound methods, plus the state they share within one process."""
 
@@ -55,6 +59,9 @@ class PrometheusHooks:
         self._added: dict[str, list[Hook]] = {name: [] for name in HOOK_ARITY}
         self._added_pre_request = self._added["pre_request"]
         self._added_post_request = self._added["post_request"]
+        # The worker side's request hooks once this process is a worker (worker.py).
+        self._pre_request: Callable[..., None] = _ignore
+        self._post_request: Callable[..., None] = _ignore
 
     @property
     def settings(self) -> Settings | None:
@@ -156,6 +163,8 @@ class PrometheusHooks:
                 self._master = None
                 if self._worker is not None:
                     self._faults = self._worker.faults
+                    self._pre_request = self._worker.pre_request
+                    self._post_request = self._worker.post_request
                     self._worker.post_fork(worker)
         except Exception:
             self._faults.hook_failed("hook", worker.log, "post_fork")
@@ -185,16 +194,12 @@ class PrometheusHooks:
         self._run_added("worker_abort", worker)
 
     def pre_request(self, worker: Any, req: Any) -> None:
-        side = self._worker
-        if side is not None:
-            side.pre_request(worker, req)
+        self._pre_request(worker, req)
         if self._added_pre_request:  # a check, not a call: this runs for every request
             self._run_added("pre_request", worker, req)
 
     def post_request(self, worker: Any, req: Any, environ: Any, resp: Any) -> None:
-        side = self._worker
-        if side is not None:
-            side.post_request(worker, req, environ, resp)
+        self._post_request(worker, req, environ, resp)
         if self._added_post_request:
             self._run_added("post_request", worker, req, environ, resp)
 

@@ -29,28 +29,20 @@ def environ_key(header: str) -> str:
 
 def parse_stamp(value: object) -> float | None:
     """The stamp as seconds since the epoch; None if it is not a plain number."""
-    if type(value) is bytes:
-        value = value.decode("latin-1")
     if type(value) is not str:
-        return None
+        if type(value) is not bytes:
+            return None
+        value = value.decode("latin-1")
     if value.startswith("t="):
         value = value[2:]
-    if not 0 < len(value) <= _MAX_LENGTH or not value.isascii():
-        return None
-    whole, dot, fraction = value.partition(".")
-    # str.isdigit on ASCII text: digits only (float() would also take "1_0", "inf", "-1").
-    if not whole.isdigit() or (dot and not fraction.isdigit()):
+    # ASCII digits with at most one dot: float() alone would also take "1_0", "inf",
+    # "-1", "1e9", " 1" and other scripts' digits.
+    if len(value) > _MAX_LENGTH or not value.isascii() or not value.replace(".", "", 1).isdigit():
         return None
     number = float(value)
-    if number >= 1e17:
-        seconds = number / 1e9
-    elif number >= 1e14:
-        seconds = number / 1e6
-    elif number >= 1e11:
-        seconds = number / 1e3
-    else:
-        seconds = number
-    return seconds if seconds >= _EARLIEST else None
+    if number >= 1e11:
+        number /= 1e9 if number >= 1e17 else 1e6 if number >= 1e14 else 1e3
+    return number if number >= _EARLIEST else None
 
 
 class QueueClock:
@@ -82,9 +74,12 @@ class QueueClock:
         waited = started_at - seconds
         if waited >= 0.0:
             return waited
+        self.count_skew()
+        return 0.0
+
+    def count_skew(self) -> None:
         self.skewed += 1.0
         self._write_skew()
-        return 0.0
 
     def relocate(self) -> None:
         """The counter file went away: the next write makes a new one."""

@@ -24,29 +24,36 @@ class Recording:
     way: Way
     app_attribute: str  # the worker attribute holding the loaded app (middleware ways)
     how: str  # for the start-up line
+    # uvicorn's worker ends a graceful exit by re-raising SIGTERM at itself (see worker.py)
+    notes_graceful_sigterm: bool = False
+    # Each OS thread serves one request at a time (sync, gthread), not many (greenlets).
+    one_request_per_thread: bool = False
 
     def describe(self, worker_class: str) -> str:
         return f"worker class {worker_class}: requests are recorded {self.how}"
 
 
-HOOKS = Recording("hooks", "", "by gunicorn's pre_request/post_request hooks")
+HOOKS = Recording(
+    "hooks", "", "by gunicorn's pre_request/post_request hooks", one_request_per_thread=True
+)
+HOOKS_GREEN = Recording("hooks", "", "by gunicorn's pre_request/post_request hooks")
 ASGI_WORKER = Recording(
     "asgi", "asgi",
     "by an ASGI middleware around the app (gunicorn's asgi worker gives post_request no "
     "status unless access logging is on)",
 )  # fmt: skip
 UVICORN = Recording(
-    "asgi", "wsgi", "by an ASGI middleware around the app (uvicorn's workers call no hooks)"
-)
+    "asgi", "wsgi", "by an ASGI middleware around the app (uvicorn's workers call no hooks)",
+    notes_graceful_sigterm=True,
+)  # fmt: skip
 HOOKS_IF_CALLED = Recording(
     "hooks", "",
     "by gunicorn's pre_request/post_request hooks, if this worker class calls them (gunicorn's "
     "sync, gthread, gevent and eventlet workers do; one that does not records nothing)",
 )  # fmt: skip
-_HOOK_CALLERS = frozenset({
+_THREAD_WORKERS = frozenset({
     "gunicorn.workers.sync.SyncWorker",
     "gunicorn.workers.gthread.ThreadWorker",
-    "gunicorn.workers.base_async.AsyncWorker",
 })
 WSGI_MIDDLEWARE = Recording(
     "wsgi", "wsgi", "by a WSGI middleware around the app (this worker calls no request hooks)"
@@ -64,4 +71,8 @@ def recording_for(worker_class: type) -> Recording:
         return ASGI_WORKER
     if module.split(".")[0] in ("uvicorn", "uvicorn_worker"):
         return UVICORN
-    return HOOKS if names & _HOOK_CALLERS else HOOKS_IF_CALLED
+    if names & _THREAD_WORKERS:
+        return HOOKS
+    if "gunicorn.workers.base_async.AsyncWorker" in names:
+        return HOOKS_GREEN  # gevent, eventlet
+    return HOOKS_IF_CALLED

@@ -50,8 +50,8 @@ def write_worker(directory: str, pid: int) -> None:
     resp = SimpleNamespace(headers_sent=True, status_code=200, sent=5, response_length=5)
     environ = {"gunicorn_prom_ext.route": "/items/<int:pk>", "CONTENT_LENGTH": "12"}
     for _ in range(20):
-        recorder.request_started("GET")
-        recorder.request_finished(environ, resp)
+        recorder.hook_started("GET")
+        recorder.hook_finished(environ, resp)
     recorder.close()
     path = metric_file_path(directory, "counter", str(pid))
     Counters(path, "gunicorn_prom_ext_faults", "Faults.", ["kind"]).inc("request")

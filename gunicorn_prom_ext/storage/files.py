@@ -85,6 +85,14 @@ def _entry_size(key: str) -> int:
     return 4 + length + (8 - (length + 4) % 8) + 16
 
 
+def _reserve(fd: int, size: int) -> None:
+    """Allocate the space for real (a full disk fails here, not later with SIGBUS)."""
+    if hasattr(os, "posix_fallocate"):
+        os.posix_fallocate(fd, 0, size)
+    else:  # pragma: no cover - macOS
+        os.ftruncate(fd, size)
+
+
 class MetricFile:
     """One process's file of samples: add a key once, then set its value cheaply.
 
@@ -93,41 +101,67 @@ class MetricFile:
     as an OSError here instead of a SIGBUS when the mapping is written.
     """
 
-    def __init__(self, path: str, *, fresh: bool = False) -> None:
+    def __init__(self, path: str, *, fresh: bool = False, detached: bool = False) -> None:
         """Open the file at ``path``, or create it; ``fresh``: always a new, empty file
-        (replacing whatever is there: a file that went bad or is someone else's)."""
+        (replacing whatever is there: a file that went bad or is someone else's).
+
+        ``detached``: no file at all yet, only memory (the directory is missing or the
+        disk full): values are kept until they can be written into a real file.
+        """
         self.path = path
         self._stored: dict[str, tuple[float, float]] = {}
         self._positions: dict[str, int] = {}
+        if detached:
+            self._fd, self._map = -1, mmap.mmap(-1, _INITIAL_SIZE)
+            entries: list[Entry] = []
+        else:
+            self._fd, self._map = self._open(path, fresh)
+            try:
+                # A reused pid finds its predecessor's file: carry on from its values,
+                # which keeps the sums right.
+                entries = list(read_entries(self._map)) if self._map[:4] != b"\0" * 4 else []
+            except (ValueError, UnicodeDecodeError):
+                # Not a file of ours any more: set it aside and start anew.
+                self._map.close()
+                os.close(self._fd)
+                with contextlib.suppress(OSError):
+                    os.replace(path, path + ".corrupt")
+                self._fd, self._map = self._open(path, fresh=True)
+                entries = []
+        # Values are 8-byte aligned doubles: writing one through a 'd' view is a single
+        # aligned store (no packing, and a concurrent reader never sees half a value).
+        # The request path writes ``doubles[pos >> 3]`` itself, skipping a method call.
+        self.doubles = memoryview(self._map).cast("d")
+        self._used: int = _INT.unpack_from(self._map, 0)[0] if entries else 8
+        self._map[0:4] = _INT.pack(self._used)
+        for entry in entries:
+            self._positions[entry.key] = entry.pos
+            self._stored[entry.key] = (entry.value, entry.timestamp)
+
+    def _open(self, path: str, fresh: bool) -> tuple[int, mmap.mmap]:
         try:
             if fresh:
                 raise FileNotFoundError
-            self._fd = os.open(path, os.O_RDWR)
+            fd = os.open(path, os.O_RDWR)
         except FileNotFoundError:
-            self._fd = self._create(path)
-        self._map = mmap.mmap(self._fd, os.fstat(self._fd).st_size)
-        # Values are 8-byte aligned doubles: writing one through a 'd' view is a single
-        # aligned store (no packing, and a concurrent reader never sees half a value).
-        self._doubles = memoryview(self._map).cast("d")
-        self._used: int = _INT.unpack_from(self._map, 0)[0]
-        if self._used == 0:
-            self._used = 8
-            self._map[0:4] = _INT.pack(8)
-        else:
-            # A reused pid finds its predecessor's file: carry on from its values,
-            # which keeps the sums right.
-            for entry in read_entries(self._map):
-                self._positions[entry.key] = entry.pos
-                self._stored[entry.key] = (entry.value, entry.timestamp)
+            fd = self._create(path)
+        try:
+            return fd, mmap.mmap(fd, os.fstat(fd).st_size)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    @property
+    def detached(self) -> bool:
+        return self._fd < 0
 
     def _create(self, path: str) -> int:
         # Built under a name the collector does not read, then renamed into place: a
         # scrape must never find a half-made file (a 0-byte .db fails the whole scrape).
-        tmp = f"{path}.{os.getpid()}.new"
+        tmp = f"{path}.{os.getpid()}-{threading.get_ident()}.new"
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            self._fd = fd
-            self._reserve(_INITIAL_SIZE)
+            _reserve(fd, _INITIAL_SIZE)
             os.pwrite(fd, _INT.pack(8), 0)
             os.replace(tmp, path)
         except BaseException:
@@ -138,10 +172,8 @@ class MetricFile:
         return fd
 
     def _reserve(self, size: int) -> None:
-        if hasattr(os, "posix_fallocate"):
-            os.posix_fallocate(self._fd, 0, size)
-        else:  # pragma: no cover - macOS
-            os.ftruncate(self._fd, size)
+        if self._fd >= 0:  # (a detached file is memory only)
+            _reserve(self._fd, size)
 
     def position(self, key: str) -> int:
         """Offset of the key's value, adding the key (value 0) on first use."""
@@ -183,12 +215,14 @@ class MetricFile:
             # Not enough room for a comfortable step: take just what this entry needs.
             new_size = -(-end // _PAGE) * _PAGE
             self._reserve(new_size)
-        self._doubles.release()  # mmap refuses to resize while a view exists
+        self.doubles.release()  # mmap refuses to resize while a view exists
         self._map.resize(new_size)
-        self._doubles = memoryview(self._map).cast("d")
+        self.doubles = memoryview(self._map).cast("d")
 
     def in_place(self) -> bool:
         """Whether the path still names this file (not deleted, renamed or replaced)."""
+        if self._fd < 0:
+            return False
         try:
             return os.stat(self.path).st_ino == os.fstat(self._fd).st_ino
         except OSError:
@@ -209,17 +243,18 @@ class MetricFile:
         return pos
 
     def write(self, pos: int, value: float) -> None:
-        self._doubles[pos >> 3] = value
+        self.doubles[pos >> 3] = value
 
     def write_with_timestamp(self, pos: int, value: float, timestamp: float) -> None:
         self._map[pos : pos + 16] = _TWO_DOUBLES.pack(value, timestamp)
 
     def close(self) -> None:
         try:
-            self._doubles.release()
+            self.doubles.release()
             self._map.close()
         finally:
-            os.close(self._fd)
+            if self._fd >= 0:
+                os.close(self._fd)
 
 
 class Counters:
