@@ -299,7 +299,8 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         self.connection = self.request
         self.rfile = self.connection.makefile("rb", -1)
-        self.wfile = self.connection.makefile("wb", 0)
+        # Buffered: a raw socket file may write only part of a large page.
+        self.wfile = self.connection.makefile("wb", 1 << 16)
 
     def finish(self) -> None:
         with contextlib.suppress(OSError):

@@ -94,6 +94,9 @@ class AsgiRecorder:
             status = NO_RESPONSE_STATUS if response[0] is None else status_label(response[0])
             request_size, stamp = _from_headers(scope.get("headers"), recorder)
             route = scope.get(ROUTE_ENVIRON_KEY)
+        except Exception:  # a scope not shaped as servers make them: still counted
+            status, request_size, stamp, route = NO_RESPONSE_STATUS, 0, None, None
+        try:
             recorder.end(started, status, route, request_size, body_size(response[1]), stamp)
         except Exception as exc:
             self._recorders.failed("the ASGI middleware", exc)
@@ -148,6 +151,9 @@ class WsgiRecorder:
                 stamp = environ.get(recorder.queue_environ_key or "")
                 request_size = body_size(environ.get("CONTENT_LENGTH"))
                 route = environ.get(ROUTE_ENVIRON_KEY)
+            except Exception:  # an environ not shaped as servers make them: still counted
+                label, stamp, request_size, route = NO_RESPONSE_STATUS, None, 0, None
+            try:
                 recorder.end(started, label, route, request_size, body_size(sent), stamp)
             except Exception as exc:
                 self._recorders.failed("the WSGI middleware", exc)

@@ -116,13 +116,16 @@ class SeriesBudget:
         self._lock = threading.Lock()
         self.overflowed = False
 
-    def admit(self, key: tuple[str, str, str]) -> bool:
+    def admit(self, key: tuple[str, str, str]) -> bool | None:
+        """True: admitted. False: over the limit. None: over the limit, for the first
+        time in this worker (the caller logs it)."""
         with self._lock:
             if key in self._admitted:
                 return True
             if len(self._admitted) >= self._limit:
+                first = not self.overflowed
                 self.overflowed = True
-                return False
+                return None if first else False
             self._admitted.add(key)
             return True
 
@@ -245,7 +248,6 @@ class RequestRecorder:
         self._queue = queue
         self._queue_key = queue.environ_key if queue is not None else None
         self._queue_histogram: _Histogram | None = None
-        self._overflow_logged = False
         self.epoch = 0  # the storage epoch these files belong to (see worker.py)
 
     # -- the hooks' way in (pre_request / post_request) --------------------------------
@@ -273,31 +275,35 @@ class RequestRecorder:
         if started is None:  # pre_request did not run for this request
             return
         start, method = started
-        # The client got the status only if the headers went out; otherwise gunicorn
-        # answered 500 (or nothing, for a timeout) whatever status_code says.
-        if resp is not None and resp.headers_sent:
-            status = _STATUS_LABELS.get(resp.status_code, OTHER)
-            sent = resp.sent
-            if not sent:  # the sendfile path counts nothing in `sent`
-                sent = body_size(resp.response_length)
-        else:
-            status = NO_RESPONSE_STATUS
-            sent = 0
-        route: object = ""
-        size = 0
-        stamp = None
-        if environ:
-            route = environ.get(ROUTE_ENVIRON_KEY, "")
-            length = environ.get("CONTENT_LENGTH")
-            if length:
-                size = body_size(length)
-            if self._queue_key is not None:
-                stamp = environ.get(self._queue_key)
-        # The gauge first: it never needs new space, while a new label set may need
-        # file space that a full disk refuses.
+        # The gauge first: whatever happens below, the request is no longer active.
         active = self._active[method]
         active[1] -= 1.0
         self._gauges.doubles[active[0]] = active[1]
+        try:
+            # The client got the status only if the headers went out; otherwise gunicorn
+            # answered 500 (or nothing, for a timeout) whatever status_code says. Headers
+            # without a status (an app that never called start_response gets a status
+            # line of "None" from gunicorn) count as _OTHER.
+            if resp is not None and resp.headers_sent:
+                status = _STATUS_LABELS.get(getattr(resp, "status_code", None), OTHER)
+                sent = resp.sent
+                if not sent:  # the sendfile path counts nothing in `sent`
+                    sent = body_size(resp.response_length)
+            else:
+                status = NO_RESPONSE_STATUS
+                sent = 0
+            route: object = ""
+            size = 0
+            stamp = None
+            if environ:
+                route = environ.get(ROUTE_ENVIRON_KEY, "")
+                length = environ.get("CONTENT_LENGTH")
+                if length:
+                    size = body_size(length)
+                if self._queue_key is not None:
+                    stamp = environ.get(self._queue_key)
+        except Exception:  # a response or environ not shaped as gunicorn makes them
+            status, sent, route, size, stamp = NO_RESPONSE_STATUS, 0, "", 0, None
         key = (method, route if type(route) is str else route_label(route), status)
         series = self._series.get(key) or self._new_series(key)
         series.duration.observe(now - start)
@@ -442,8 +448,10 @@ class RequestRecorder:
             known = self._series.get(key)
             if known is not None:
                 return known
-        if not self._budget.admit(key):
-            self._warn_overflow()
+        admitted = self._budget.admit(key)
+        if not admitted:
+            if admitted is None:
+                self._warn_overflow()
             key = (method, OVERFLOW_ROUTE, status)
             known = self._series.get(key)
             if known is not None:
@@ -462,13 +470,10 @@ class RequestRecorder:
         return series
 
     def _warn_overflow(self) -> None:
-        if not self._overflow_logged:
-            self._overflow_logged = True
-            self._log.warning(
-                "gunicorn-prom-ext: more than %d request label sets in this worker; further "
-                "routes are recorded as %r. Is %r set to raw paths instead of route "
-                "templates?",
-                MAX_SERIES,
-                OVERFLOW_ROUTE,
-                ROUTE_ENVIRON_KEY,
-            )
+        self._log.warning(
+            "gunicorn-prom-ext: more than %d request label sets in this worker; further "
+            "routes are recorded as %r. Is %r set to raw paths instead of route templates?",
+            MAX_SERIES,
+            OVERFLOW_ROUTE,
+            ROUTE_ENVIRON_KEY,
+        )

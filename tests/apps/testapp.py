@@ -65,6 +65,14 @@ def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
     if len(parts) == 2 and parts[0] == "sleep":
         time.sleep(float(parts[1]))
         return _text(start_response, 200, b"slept")
+    if path == "/no-start-response":
+        return []  # a broken app: it never calls start_response
+    if len(parts) >= 2 and parts[0] == "misroute":
+        # A misbehaving adapter: the raw path as the route (or a hostile value).
+        hostile: dict[str, object] = {"int": 42, "huge": "/x" * 5000, "surrogate": "/\udcff",
+                                      "none": None, "list": ["/a"]}  # fmt: skip
+        environ[ROUTE_KEY] = hostile.get(parts[1], path)
+        return _text(start_response, 200, b"misrouted")
     if path == "/echo":
         length = int(environ.get("CONTENT_LENGTH") or 0)
         data: bytes = environ["wsgi.input"].read(length) if length > 0 else b""
