@@ -238,9 +238,15 @@ def test_ttin_ttou(gunicorn_factory: GunicornFactory) -> None:
     s = state(m)
     assert s["spawns"] == 3, s
     assert exits(m) == no_exits_but(graceful=1)
-    # TTOU stops the oldest worker (slot 0); the others keep their labels.
+    # TTOU stops the oldest worker (slot 0); the others keep their labels: a process's
+    # series never change label while it lives (its CPU counter stays its own).
     assert len(first - set(g.worker_pids())) == 1
     assert all_worker_labels(m) == {name: {"1", "2"} for name in PER_WORKER}
+
+    # The next worker takes the lowest free slot, so labels stay within 0..max-1.
+    g.signal(signal.SIGTTIN)
+    g.wait_for(lambda: all_worker_labels(g.metrics()) ==
+               {name: {"0", "1", "2"} for name in PER_WORKER}, timeout=10)  # fmt: skip
 
 
 def test_sigkill_worker_is_counted_and_replaced(gunicorn_factory: GunicornFactory) -> None:
