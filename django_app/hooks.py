@@ -6,9 +6,9 @@ reads Django's settings there too — lazily, because under plain gunicorn
 Django yet when the config module is imported, and DJANGO_SETTINGS_MODULE may only be
 named inside ``mysite/wsgi.py``.
 
-Reading the project's settings module may import prometheus_client (the trap of
-FIELD-NOTES §2): the directory is then exported and, if it is too late, the master
-re-executes itself once, before it has bound a socket, exactly as ``rungunicorn`` does.
+Reading the project's settings module may import prometheus_client (the trap described
+in docs/design-notes.md): the directory is then exported and, if it is too late, the
+master re-executes itself once, before it has bound a socket, as ``rungunicorn`` does.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Registered as a ``flask.commands`` entry point, so it exists for every Flask app once the
 package is installed. Flask imports this module for every ``flask`` command: it must stay
-cheap and must never import prometheus_client (FIELD-NOTES §2).
+cheap and must never import prometheus_client (docs/design-notes.md).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def run(
         argv = ["--bind", _address(host or DEFAULT_HOST, port or DEFAULT_PORT), *argv]
 
     try:
-        # Before the app is imported: it may import prometheus_client (FIELD-NOTES §2).
+        # Before the app is imported: it may import prometheus_client.
         export_multiproc_dir(load_settings().settings)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None

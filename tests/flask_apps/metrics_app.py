@@ -1,7 +1,8 @@
 """A Flask app factory for the end-to-end tests of flask_ext.
 
-It imports prometheus_client at import time and keeps its own counter, the trap of
-FIELD-NOTES §2: with ``flask run-gunicorn`` the counter must still add up across workers.
+It imports prometheus_client at import time and keeps its own counter (the trap of
+prometheus_client's import-time storage choice): with ``flask run-gunicorn`` the counter
+must still add up across workers.
 Registered hooks note what ran, in which process, in the file named by FLASK_NOTES.
 """
 
