@@ -27,6 +27,7 @@ from prometheus_client.metrics_core import Metric
 
 from .http_server import BoundedServer, Connection, Limits
 from .log import Log
+from .natives import natives
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -63,18 +64,20 @@ class MetricsEndpoint:
         self._retry_interval = retry_interval
         self._on_fault = on_fault
         self._limits = Limits(settings.max_connections, settings.header_timeout)
+        # Real threads and sockets, even in a master eventlet has patched (natives.py).
+        self._real = real = natives()
         self._expected_basic = _basic_credentials(settings)
         self._expected_token = (
             settings.auth_token.encode() if settings.auth_token is not None else None
         )
-        self._stopping = threading.Event()
+        self._stopping = real.threading.Event()
         # Guards the hand-over of _server between the serving thread and stop().
-        self._lock = threading.Lock()
+        self._lock = real.threading.Lock()
         self._server: BoundedServer | None = None
         self._thread: threading.Thread | None = None
         self._owner_pid = os.getpid()
         self._url: str | None = None
-        self._errors_lock = threading.Lock()
+        self._errors_lock = real.threading.Lock()
         self._logged_errors: set[str] = set()
         self._limit_logged = False
 
@@ -89,7 +92,7 @@ class MetricsEndpoint:
         # The first attempt is made here, in the caller's thread, so that a port that is
         # free is serving by the time when_ready returns.
         server = self._try_bind(failing=False)
-        self._thread = threading.Thread(
+        self._thread = self._real.threading.Thread(
             target=self._run, args=(server,), name="gunicorn-prom-ext-metrics", daemon=True
         )
         self._thread.start()
@@ -173,13 +176,14 @@ class MetricsEndpoint:
 
     def _bind(self) -> BoundedServer:
         s = self._settings
-        ssl_context = _server_ssl_context(s) if s.ssl_enabled else None
-        family, _, _, _, address = socket.getaddrinfo(
+        ssl_context = _server_ssl_context(s, self._real.ssl) if s.ssl_enabled else None
+        family, _, _, _, address = self._real.socket.getaddrinfo(
             s.bind_address, s.metrics_port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
         server = BoundedServer(
-            address, family, self._handle, self._limits, ssl_context, self._limit_reached
-        )
+            address, family, self._handle, self._limits, ssl_context, self._limit_reached,
+            self._real,
+        )  # fmt: skip
         port = server.server_address[1]
         scheme = "https" if ssl_context is not None else "http"
         self._url = f"{scheme}://{_host_port(s.bind_address, port)}{METRICS_PATH}"
@@ -375,10 +379,10 @@ def _basic_credentials(settings: Settings) -> bytes | None:
     return f"{settings.auth_username}:{settings.auth_password}".encode()
 
 
-def _server_ssl_context(settings: Settings) -> ssl.SSLContext:
+def _server_ssl_context(settings: Settings, ssl_module: Any = ssl) -> ssl.SSLContext:
     if not settings.ssl_certfile:
         raise ValueError("ssl_enabled is set but ssl_certfile is not")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context: ssl.SSLContext = ssl_module.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile)
     if settings.ssl_client_cafile:
         context.load_verify_locations(settings.ssl_client_cafile)

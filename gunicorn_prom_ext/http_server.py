@@ -22,15 +22,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import selectors
 import socket
 import ssl
-import threading
 import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from .natives import Natives, natives
 
 ACCEPT_BATCH = 64  # connections taken per wake-up, so a burst cannot starve the reaper
 TICK = 0.25  # how often deadlines are checked (and stop() is noticed at the latest)
@@ -68,17 +68,20 @@ class BoundedServer:
         limits: Limits,
         ssl_context: ssl.SSLContext | None = None,
         on_limit: OnLimit | None = None,
+        real: Natives | None = None,
     ) -> None:
+        """``real``: the modules to serve with (natives.py: never eventlet's green ones)."""
+        self._real = real = real or natives()
         self._handle = handle
         self.limits = limits
         self._ssl_context = ssl_context
         self._on_limit = on_limit
-        self._lock = threading.Lock()  # guards _connections
-        self._fork_lock = threading.Lock()  # held while a descriptor is being made
+        self._lock = real.threading.Lock()  # guards _connections
+        self._fork_lock = real.threading.Lock()  # held while a descriptor is being made
         self._connections: dict[int, Connection] = {}
-        self._stopping = threading.Event()
+        self._stopping = real.threading.Event()
         self._owner = os.getpid()
-        self.socket = socket.socket(family, socket.SOCK_STREAM)
+        self.socket = real.socket.socket(family, socket.SOCK_STREAM)
         try:
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
@@ -96,13 +99,13 @@ class BoundedServer:
     # -- lifecycle --------------------------------------------------------------------------
 
     def serve_forever(self) -> None:
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.socket, selectors.EVENT_READ)
-            while not self._stopping.is_set():
-                ready = selector.select(TICK)
-                self._reap(time.monotonic())
-                if ready and not self._stopping.is_set():
-                    self._accept_some()
+        poll = self._real.select.poll()  # one descriptor: poll, with no fd-number limit
+        poll.register(self.socket, self._real.select.POLLIN)
+        while not self._stopping.is_set():
+            ready = poll.poll(TICK * 1000)
+            self._reap(time.monotonic())
+            if ready and not self._stopping.is_set():
+                self._accept_some()
 
     def stop(self) -> None:
         """Stop accepting (in every process: shutdown, not close), close every connection."""
@@ -111,7 +114,7 @@ class BoundedServer:
             self.socket.shutdown(socket.SHUT_RD)
         with self._lock:
             for connection in list(self._connections.values()):
-                _shutdown(connection.fd)
+                self._shutdown(connection.fd)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -133,7 +136,7 @@ class BoundedServer:
                 except OSError as exc:
                     if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                         self._limit()
-                        time.sleep(TICK)  # the queue stays readable: do not spin
+                        self._real.time.sleep(TICK)  # the queue stays readable: do not spin
                         return
                     if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
                         continue
@@ -148,7 +151,7 @@ class BoundedServer:
                 self._limit()
                 continue
             try:
-                threading.Thread(
+                self._real.threading.Thread(
                     target=self._serve, args=(connection,),
                     name="gunicorn-prom-ext-metrics-conn", daemon=True,
                 ).start()  # fmt: skip
@@ -166,7 +169,7 @@ class BoundedServer:
                     return False
                 oldest = min(waiting, key=lambda c: c.accepted)
                 oldest.deadline = 0.0  # the reaper counts it as timed out
-                _shutdown(oldest.fd)
+                self._shutdown(oldest.fd)
                 del self._connections[oldest.fd]
                 self._limit()
             self._connections[new.fd] = new
@@ -177,7 +180,7 @@ class BoundedServer:
             expired = [c for c in self._connections.values() if not c.head_done
                        and c.deadline <= now]  # fmt: skip
             for connection in expired:
-                _shutdown(connection.fd)
+                self._shutdown(connection.fd)
                 del self._connections[connection.fd]
         for _ in expired:
             self._limit()
@@ -206,6 +209,16 @@ class BoundedServer:
             with contextlib.suppress(OSError):
                 sock.close()
 
+    def _shutdown(self, fd: int) -> None:
+        """Shut a connection down by descriptor: whichever object owns it (a plain or a
+        TLS socket, mid-handshake or not), its thread wakes up and closes it."""
+        with contextlib.suppress(OSError):
+            copy = self._real.socket.socket(fileno=os.dup(fd))
+            try:
+                copy.shutdown(socket.SHUT_RDWR)
+            finally:
+                copy.close()
+
     def _forget(self, connection: Connection) -> None:
         with self._lock:
             if self._connections.get(connection.fd) is connection:
@@ -221,8 +234,8 @@ class BoundedServer:
 
     def _after_fork_in_child(self) -> None:
         # Only the forking thread exists here: no lock is needed (or safe) but ours.
-        self._fork_lock = threading.Lock()
-        self._lock = threading.Lock()
+        self._fork_lock = self._real.threading.Lock()
+        self._lock = self._real.threading.Lock()
         if os.getpid() == self._owner:
             return
         self._stopping.set()
@@ -253,12 +266,3 @@ def _close_copies_after_fork(server: BoundedServer) -> None:
     )
 
 
-def _shutdown(fd: int) -> None:
-    """Shut a connection down by descriptor: whichever object owns it (a plain or a TLS
-    socket, mid-handshake or not), its thread wakes up and closes it."""
-    with contextlib.suppress(OSError):
-        copy = socket.socket(fileno=os.dup(fd))
-        try:
-            copy.shutdown(socket.SHUT_RDWR)
-        finally:
-            copy.close()
