@@ -24,7 +24,8 @@ from typing import Any
 
 from django.core.checks import CheckMessage, Error, Warning
 
-from gunicorn_prom_ext.settings import SPECS_BY_FIELD, ConfigError, InvalidValue, parse_value
+from gunicorn_prom_ext.settings import SPECS_BY_FIELD, ConfigError
+from gunicorn_prom_ext.values import InvalidValue, parse_value, shown_key
 
 from .conf import FRAMEWORK_SOURCE, SETTING_NAME, raw_setting
 
@@ -72,7 +73,7 @@ def check_gunicorn_prometheus(app_configs: Sequence[Any] | None = None, **kwargs
             )  # fmt: skip
             messages.append(
                 Error(
-                    f"{SETTING_NAME} has an unknown key {key!r}.",
+                    f"{SETTING_NAME} has an unknown key {shown_key(key)!r}.",
                     hint=hint,
                     obj=_OBJ,
                     id=E002,
@@ -85,7 +86,7 @@ def check_gunicorn_prometheus(app_configs: Sequence[Any] | None = None, **kwargs
             messages.append(
                 Error(
                     f"{SETTING_NAME} sets {spec.field.upper()} twice, as {seen[spec.field]!r} "
-                    f"and {key!r}.",
+                    f"and {shown_key(key)!r}.",
                     hint="Keep one of them (keys are case-insensitive).",
                     obj=_OBJ,
                     id=E004,
@@ -100,7 +101,7 @@ def check_gunicorn_prometheus(app_configs: Sequence[Any] | None = None, **kwargs
             reported.add(spec.field)
             messages.append(
                 Error(
-                    f"{SETTING_NAME}[{key!r}]: expected {exc.expected}, got {exc.got}.",
+                    f"{SETTING_NAME}[{shown_key(key)!r}]: expected {exc.expected}, got {exc.got}.",
                     hint=f"{spec.help} Environment equivalent: {spec.env}.",
                     obj=_OBJ,
                     id=E003,

@@ -278,6 +278,7 @@ class PrometheusHooks:
             framework=self._framework(arbiter) if callable(self._framework) else self._framework,
             command_line=self._command_line,
             framework_source=self._framework_source,
+            gunicorn_addresses=arbiter.cfg.address,
         )
         settings = resolved.settings
         ensure_multiprocess_mode()

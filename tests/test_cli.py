@@ -30,8 +30,9 @@ def test_check_config_prints_every_setting_with_its_source() -> None:
     assert (result.returncode, result.stderr) == (0, "")
     lines = [line.split() for line in result.stdout.splitlines()]
     assert lines[0] == ["configuration", "file:", str(SEED)]
-    assert lines[1] == ["KEY", "VALUE", "SOURCE"]
-    rows = {line[0]: line[1:] for line in lines[2:]}
+    assert lines[1] == ["gunicorn", "binds:", "127.0.0.1:8000"]
+    assert lines[2] == ["KEY", "VALUE", "SOURCE"]
+    rows = {line[0]: line[1:] for line in lines[3:]}
     assert len(rows) == 28
     assert rows["exporter.prometheus.metrics_port"] == [
         "9200",
