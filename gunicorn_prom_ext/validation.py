@@ -220,7 +220,7 @@ def _pem_problems(settings: Settings) -> list[tuple[str, str, str]]:
     try:
         probe.load_verify_locations(cafile=settings.ssl_certfile)
     except (ssl.SSLError, OSError) as exc:
-        problems.append(("ssl_certfile", "a PEM certificate", f"no certificate in it ({exc})"))
+        problems.append(("ssl_certfile", "a PEM certificate", _no_pem("certificate", exc)))
     else:
         try:
             probe.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile,
@@ -233,7 +233,7 @@ def _pem_problems(settings: Settings) -> list[tuple[str, str, str]]:
                 expected = f"the private key of the certificate in {named('ssl_certfile')}"
                 problems.append(("ssl_keyfile", expected, "the key of another certificate"))
             else:
-                problems.append(("ssl_keyfile", "a PEM private key", f"no key in it ({exc})"))
+                problems.append(("ssl_keyfile", "a PEM private key", _no_pem("private key", exc)))
     if settings.ssl_client_cafile is not None:
         try:
             ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(
@@ -241,8 +241,15 @@ def _pem_problems(settings: Settings) -> list[tuple[str, str, str]]:
             )
         except (ssl.SSLError, OSError) as exc:
             problems.append(("ssl_client_cafile", "PEM CA certificates",
-                             f"no certificate in it ({exc})"))  # fmt: skip
+                             _no_pem("certificate", exc)))  # fmt: skip
     return problems
+
+
+def _no_pem(what: str, exc: Exception) -> str:
+    # OpenSSL's own text names a C source line, which differs between builds.
+    if isinstance(exc, ssl.SSLError) or not isinstance(exc, OSError):
+        return f"a file with no PEM {what} in it"
+    return f"a file that cannot be read ({exc.strerror})"
 
 
 # --- the endpoint's address -----------------------------------------------------------------
