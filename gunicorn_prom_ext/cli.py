@@ -62,7 +62,8 @@ def check_config(args: argparse.Namespace) -> int:
         binds = args.bind or gunicorn_default_binds()
         addresses = [parse_gunicorn_bind(bind) for bind in binds]
     except ValueError as exc:
-        print(f"gunicorn-prom-ext check-config: --bind: {exc}", file=sys.stderr)
+        given = "--bind" if args.bind else "gunicorn's bind ($PORT or GUNICORN_CMD_ARGS)"
+        print(f"gunicorn-prom-ext check-config: {given}: {exc}", file=sys.stderr)
         return 2
     try:
         resolved = load_settings(config_file=args.file, gunicorn_addresses=addresses)

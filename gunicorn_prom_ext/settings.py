@@ -87,6 +87,11 @@ class SettingSpec:
     def default(self) -> object:
         return DEFAULTS[self.field]
 
+    @property
+    def reference(self) -> str:
+        """How a problem about another setting names this one: YAML key and variable."""
+        return f"{self.key} ({self.env})"
+
 
 SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("metrics_port", "prometheus.metrics_port", "PROMETHEUS_METRICS_PORT", "int",

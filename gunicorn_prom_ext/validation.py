@@ -13,16 +13,13 @@ otherwise start a server that serves metrics openly, or not at all.
 
 from __future__ import annotations
 
-import errno
 import importlib.util
 import os
-import socket
-import ssl
-import stat
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from .host_checks import bind_trouble, file_state, pem_problems
 from .settings import REDIS_MAX_DB, SPECS_BY_FIELD, Origin, Problem, Settings, format_number
 from .values import DECIMAL_TEXT, INTEGER_TEXT, describe
 
@@ -38,7 +35,6 @@ _WHAT = {
     "ssl_client_cafile": "client CA file",
 }  # fmt: skip
 _TLS_FILES = ("ssl_certfile", "ssl_keyfile", "ssl_client_cafile")
-MAX_PEM_BYTES = 4 * 1024 * 1024  # far beyond any certificate bundle
 ENVIRONMENT = "environment"
 
 
@@ -65,8 +61,7 @@ class _Report:
 
 def named(field: str) -> str:
     """A setting as problems name another one: its YAML key and its variable."""
-    spec = SPECS_BY_FIELD[field]
-    return f"{spec.key} ({spec.env})"
+    return SPECS_BY_FIELD[field].reference
 
 
 def check_settings(
@@ -175,81 +170,13 @@ def _check_tls(
     files_ok = True
     for field in _TLS_FILES:
         path = getattr(settings, field)
-        state = _file_state(path) if path is not None else None
+        state = file_state(path) if path is not None else None
         if state is not None:
             report.on(field, "a readable file", f"{state} {path}")
             files_ok = False
     if settings.ssl_enabled and files_ok and settings.ssl_certfile and settings.ssl_keyfile:
-        for field, expected, got in _pem_problems(settings):
+        for field, expected, got in pem_problems(settings):
             report.on(field, expected, got)
-
-
-def _file_state(path: str) -> str | None:
-    """None for a readable regular file of a sane size, else what it is."""
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        return "no such file"
-    except OSError as exc:
-        return f"a file that cannot be read ({exc.strerror})"
-    if stat.S_ISDIR(info.st_mode):
-        return "a directory"
-    if not stat.S_ISREG(info.st_mode):
-        return "a special file (not a regular file)"
-    if not os.access(path, os.R_OK):
-        return "an unreadable file"
-    if info.st_size > MAX_PEM_BYTES:
-        return f"a file of {info.st_size} bytes (a PEM file is a few KiB)"
-    return None
-
-
-class _PassphraseAsked(Exception):
-    pass
-
-
-def _no_passphrase() -> bytes:
-    # Without a callback OpenSSL would prompt on the terminal for an encrypted key.
-    raise _PassphraseAsked
-
-
-def _pem_problems(settings: Settings) -> list[tuple[str, str, str]]:
-    """Load the files as the endpoint will (an SSLContext), so a bad one stops the start."""
-    assert settings.ssl_certfile is not None and settings.ssl_keyfile is not None
-    problems: list[tuple[str, str, str]] = []
-    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    try:
-        probe.load_verify_locations(cafile=settings.ssl_certfile)
-    except (ssl.SSLError, OSError) as exc:
-        problems.append(("ssl_certfile", "a PEM certificate", _no_pem("certificate", exc)))
-    else:
-        try:
-            probe.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile,
-                                  password=_no_passphrase)  # fmt: skip
-        except _PassphraseAsked:
-            problems.append(("ssl_keyfile", "an unencrypted PEM private key "
-                             "(there is no passphrase setting)", "an encrypted key"))  # fmt: skip
-        except (ssl.SSLError, OSError) as exc:
-            if getattr(exc, "reason", None) == "KEY_VALUES_MISMATCH":
-                expected = f"the private key of the certificate in {named('ssl_certfile')}"
-                problems.append(("ssl_keyfile", expected, "the key of another certificate"))
-            else:
-                problems.append(("ssl_keyfile", "a PEM private key", _no_pem("private key", exc)))
-    if settings.ssl_client_cafile is not None:
-        try:
-            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(
-                cafile=settings.ssl_client_cafile
-            )
-        except (ssl.SSLError, OSError) as exc:
-            problems.append(("ssl_client_cafile", "PEM CA certificates",
-                             _no_pem("certificate", exc)))  # fmt: skip
-    return problems
-
-
-def _no_pem(what: str, exc: Exception) -> str:
-    # OpenSSL's own text names a C source line, which differs between builds.
-    if isinstance(exc, ssl.SSLError) or not isinstance(exc, OSError):
-        return f"a file with no PEM {what} in it"
-    return f"a file that cannot be read ({exc.strerror})"
 
 
 # --- the endpoint's address -----------------------------------------------------------------
@@ -276,26 +203,6 @@ def _check_endpoint_address(
             report.on("metrics_port", f"a port other than gunicorn's own (it binds {shown})",
                       str(settings.metrics_port))  # fmt: skip
             break
-
-
-def bind_trouble(address: str) -> str | None:
-    """Why the endpoint could not listen on ``address`` (None if it could): the lookup it
-    makes, then a bind of a throwaway socket to (address, 0)."""
-    try:
-        family, _, _, _, sockaddr = socket.getaddrinfo(
-            address, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-    except (OSError, UnicodeError, ValueError) as exc:
-        reason = getattr(exc, "strerror", None) or type(exc).__name__
-        return f"which does not resolve ({reason})"
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.bind(sockaddr)
-    except OSError as exc:
-        if exc.errno == errno.EADDRNOTAVAIL:
-            return "which is not an address of this host"
-        return f"which cannot be bound here ({exc.strerror})"
-    return None
 
 
 # --- Redis ------------------------------------------------------------------------------------

@@ -170,12 +170,17 @@ class _BoundedLoader(yaml.SafeLoader):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._depth = 0
+        self._nodes = 0
 
     def compose_node(self, parent: Node | None, index: int) -> Node | None:
+        mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
         if self._depth >= MAX_DEPTH:
-            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
             raise ContentRefused(_where(mark), f"at most {MAX_DEPTH} levels of nesting",
                                  "deeper nesting")  # fmt: skip
+        self._nodes += 1  # aliases included; _measure counts what they expand to
+        if self._nodes > MAX_VALUES:
+            raise ContentRefused(_where(mark), f"at most {MAX_VALUES} values",
+                                 f"more than {MAX_VALUES}")  # fmt: skip
         self._depth += 1
         try:
             return super().compose_node(parent, index)

@@ -194,3 +194,18 @@ def test_a_file_of_unknown_keys_gives_a_readable_error(tmp_path: Path) -> None:
     assert lines[-1] == f"  - ... and {100 - MAX_LISTED_PROBLEMS} more"
     assert lines[1].startswith("  - exporter.prometheus.'key0\\nxxxx")  # quoted: a newline
     assert all(len(line) < 400 for line in lines)
+
+
+def test_a_file_of_many_values_is_refused_before_it_is_all_read(tmp_path: Path) -> None:
+    path = yaml_file(tmp_path, "exporter:\n  prometheus:\n    duration_buckets: ["
+                     + ",".join(["1"] * 30_000) + "]\n")  # fmt: skip
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as info:
+        load_yaml_config(path)
+    assert time.monotonic() - started < 1.0
+    # Value 10001 is the list's item 9994: two mappings, their three keys and the list
+    # itself come first.
+    assert [str(p) for p in info.value.problems] == [
+        f"line 3, column {24 + 2 * 9993} (file {path}): expected at most 10000 values, got "
+        "more than 10000"
+    ]

@@ -10,9 +10,10 @@ import pytest
 from config_cases import CASES, tls_files
 from harness import free_port
 
+from gunicorn_prom_ext.host_checks import bind_trouble
 from gunicorn_prom_ext.settings import ConfigError, Problem
 from gunicorn_prom_ext.sources import CONFIG_FILE_ENV, ResolvedSettings, load_settings
-from gunicorn_prom_ext.validation import bind_trouble, redis_url_trouble
+from gunicorn_prom_ext.validation import redis_url_trouble
 
 
 def harness_environ(**extra: str) -> dict[str, str]:
