@@ -138,10 +138,11 @@ def parse_value(spec: SettingSpec, raw: object, *, allow_text: bool) -> object:
     mistake there), and True for the environment, framework settings and the command line.
     """
     expected = expected_text(spec, allow_text=allow_text)
-    if raw is None or raw == "":
+    empty = isinstance(raw, str) and raw == ""  # not `raw == ""`: any object's __eq__ runs
+    if raw is None or empty:
         if spec.default is None:
             return None
-        if raw == "" and spec.kind in ("str", "namespace"):
+        if empty and spec.kind in ("str", "namespace"):
             return ""
         raise InvalidValue(expected, describe(raw))
     got = describe(raw, secret=spec.secret)

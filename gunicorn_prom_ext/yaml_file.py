@@ -69,7 +69,14 @@ def read_document(path: str) -> object:
     """The YAML document in the file at ``path`` (None if empty); FileRefused or
     ContentRefused otherwise."""
     text = _read_text(path)
-    loader = _BoundedLoader(text)
+    try:
+        # The reader checks every character when it is made: inside the try.
+        loader = _BoundedLoader(text)
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - text.rfind("\n", 0, exc.position)
+        got = f"the character #x{exc.character:04x} ({exc.reason})"
+        raise ContentRefused(f"line {line}, column {column}", "valid YAML", got) from None
     try:
         return loader.get_single_data()
     except ContentRefused:
@@ -77,11 +84,18 @@ def read_document(path: str) -> object:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         detail = getattr(exc, "problem", None) or str(exc)
-        raise ContentRefused(_where(mark), "valid YAML", shorten(str(detail), 200)) from None
-    except (ValueError, OverflowError) as exc:  # a constructor's int()/float() refused a value
-        raise ContentRefused("document", "valid YAML", shorten(str(exc), 200)) from None
+        raise ContentRefused(_where(mark), "valid YAML", _one_line(str(detail))) from None
+    except Exception as exc:
+        # PyYAML's constructors let their own errors through: int() refusing 5000 digits,
+        # AttributeError from a `!!timestamp` that is no date, ...
+        got = f"a value its tag cannot be made from ({type(exc).__name__}: {exc})"
+        raise ContentRefused("document", "valid YAML", _one_line(got)) from None
     finally:
         loader.dispose()
+
+
+def _one_line(text: str) -> str:
+    return shorten(" ".join(text.split()), 200)
 
 
 def _read_text(path: str) -> str:

@@ -313,6 +313,11 @@ CASES: dict[str, CaseBuilder] = {
         "line 3, column 19 (file {file}): expected an integer of at most 30 digits, got 5000 "
         "digits", hostile=True,
     ),
+    "nul-character": _yaml(
+        'exporter:\n  prometheus:\n    namespace: "a\x00b"\n',
+        "line 3, column 18 (file {file}): expected valid YAML, got the character #x0000 "
+        "(special characters are not allowed)", hostile=True,
+    ),
     "fifo": _file(lambda path: os.mkfifo(path), "a FIFO (named pipe)"),
     "directory": _file(lambda path: path.mkdir(), "a directory"),
     "symlink-to-dev-zero": _file(lambda path: path.symlink_to("/dev/zero"), "a character device"),

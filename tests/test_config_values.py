@@ -209,3 +209,37 @@ def test_a_file_of_many_values_is_refused_before_it_is_all_read(tmp_path: Path) 
         f"line 3, column {24 + 2 * 9993} (file {path}): expected at most 10000 values, got "
         "more than 10000"
     ]
+
+
+def test_a_framework_object_that_misbehaves_is_only_described() -> None:
+    class Hostile:
+        def __eq__(self, other: object) -> bool:
+            raise ValueError("compared")
+
+        def __str__(self) -> str:
+            raise ValueError("shown")
+
+        __hash__ = object.__hash__
+
+    assert problems(environ={}, framework={"SSL_CERTFILE": Hostile()}, framework_source="F") == [
+        "SSL_CERTFILE (F): expected a string, got a Hostile (that cannot be shown)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "got"),
+    [
+        ("!!timestamp x", "a value its tag cannot be made from (AttributeError: "),
+        ('"\\x00"', None),  # an escaped NUL is fine YAML: the namespace refuses it
+    ],
+)
+def test_yaml_tags_that_fail_to_construct(tmp_path: Path, text: str, got: str | None) -> None:
+    path = yaml_file(tmp_path, f"exporter:\n  prometheus:\n    namespace: {text}\n")
+    with pytest.raises(ConfigError) as info:
+        load_yaml_config(path)
+    (problem,) = info.value.problems
+    if got is None:
+        assert problem.key == "exporter.prometheus.namespace"
+    else:
+        assert (problem.key, problem.expected) == ("document", "valid YAML")
+        assert problem.got.startswith(got)
