@@ -4,17 +4,25 @@ They run with ``manage.py check``, before ``rungunicorn`` serves, and with every
 command that runs checks. Every id is documented in the README (Django section):
 
 =================  ==============================================================
-django_app.E001    GUNICORN_PROMETHEUS is not a dict.
+django_app.E001    GUNICORN_PROMETHEUS is not a dict (the server refuses it too).
 django_app.E002    GUNICORN_PROMETHEUS has an unknown key.
-django_app.E003    GUNICORN_PROMETHEUS has a value of the wrong type or range.
+django_app.E003    GUNICORN_PROMETHEUS has a value of the wrong type or range (a
+                   number not in ASCII digits, text that is not UTF-8, …).
 django_app.E004    GUNICORN_PROMETHEUS names one setting twice (e.g. in two cases).
-django_app.E005    GUNICORN_PROMETHEUS values that do not go together, or name a
-                   file that is not there (SSL without a certificate, …).
+django_app.E005    GUNICORN_PROMETHEUS values the server would refuse at start:
+                   values that do not go together (SSL without a certificate, a TLS
+                   file while TLS is off, an empty AUTH_* value), a file that is
+                   not there or not PEM, an address the endpoint cannot listen on,
+                   a REDIS_URL that does not parse. Every problem of the core's
+                   checks (gunicorn_prom_ext.validation) that comes from the setting.
 django_app.E006    The environment or the YAML file (GUNICORN_PROM_EXT_CONFIG) has
                    an invalid setting: the server would refuse to start.
 django_app.E007    GUNICORN_PROMETHEUS_RAW_REGEX_ROUTES is not True or False.
 django_app.W001    The route middleware is not in MIDDLEWARE: http_route stays empty.
 =================  ==============================================================
+
+Not known here: gunicorn's own binds (so a metrics port equal to one of them is found
+only when the server starts) and what Redis answers (its PING is made at start).
 """
 
 from __future__ import annotations
@@ -25,7 +33,8 @@ from typing import Any
 
 from django.core.checks import CheckMessage, Error, Warning
 
-from gunicorn_prom_ext.settings import SPECS_BY_FIELD, ConfigError, InvalidValue, parse_value
+from gunicorn_prom_ext.settings import SPECS_BY_FIELD, ConfigError
+from gunicorn_prom_ext.values import InvalidValue, parse_value, shown_key
 
 from .conf import (
     FRAMEWORK_SOURCE,
@@ -80,7 +89,7 @@ def check_gunicorn_prometheus(app_configs: Sequence[Any] | None = None, **kwargs
             )  # fmt: skip
             messages.append(
                 Error(
-                    f"{SETTING_NAME} has an unknown key {key!r}.",
+                    f"{SETTING_NAME} has an unknown key {shown_key(key)!r}.",
                     hint=hint,
                     obj=_OBJ,
                     id=E002,
@@ -93,7 +102,7 @@ def check_gunicorn_prometheus(app_configs: Sequence[Any] | None = None, **kwargs
             messages.append(
                 Error(
                     f"{SETTING_NAME} sets {spec.field.upper()} twice, as {seen[spec.field]!r} "
-                    f"and {key!r}.",
+                    f"and {shown_key(key)!r}.",
                     hint="Keep one of them (keys are case-insensitive).",
                     obj=_OBJ,
                     id=E004,
@@ -108,7 +117,7 @@ def check_gunicorn_prometheus(app_configs: Sequence[Any] | None = None, **kwargs
             reported.add(spec.field)
             messages.append(
                 Error(
-                    f"{SETTING_NAME}[{key!r}]: expected {exc.expected}, got {exc.got}.",
+                    f"{SETTING_NAME}[{shown_key(key)!r}]: expected {exc.expected}, got {exc.got}.",
                     hint=f"{spec.help} Environment equivalent: {spec.env}.",
                     obj=_OBJ,
                     id=E003,

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from gunicorn_prom_ext.settings import Settings
+from gunicorn_prom_ext.settings import ConfigError, Problem, Settings
 from gunicorn_prom_ext.sources import ResolvedSettings, load_settings
+from gunicorn_prom_ext.values import describe
 
 SETTING_NAME = "GUNICORN_PROMETHEUS"
 # A Django setting of its own: GUNICORN_PROMETHEUS holds the core's settings only (its
@@ -22,6 +23,7 @@ SETTING_NAME = "GUNICORN_PROMETHEUS"
 RAW_REGEX_ROUTES_SETTING = "GUNICORN_PROMETHEUS_RAW_REGEX_ROUTES"
 # How problems and `gunicorn-prom-ext`-style source listings name this layer.
 FRAMEWORK_SOURCE = f"{SETTING_NAME} setting"
+DJANGO_SETTINGS_SOURCE = "Django settings"
 
 # The settings the running server resolved, set by the hooks in the master and so
 # inherited by every forked worker (the /metrics view relays to exactly that endpoint).
@@ -51,12 +53,19 @@ def raw_regex_routes() -> bool:
 
 
 def framework_settings() -> Mapping[str, object]:
-    """The setting as a mapping for the core; a non-mapping (system check E001) counts as
-    empty here, so a broken value never half-applies."""
+    """The setting as a mapping for the core. Anything else (system check E001) is a
+    ConfigError: the server must not start as if it had been left out, since what it
+    holds may be the auth the user meant to set (``"AUTH_TOKEN=secret"``)."""
     value = raw_setting()
     if not isinstance(value, Mapping):
-        return {}
+        raise ConfigError([not_a_dict_problem(value)])
     return {str(key): item for key, item in value.items()}
+
+
+def not_a_dict_problem(value: object) -> Problem:
+    # Only the type is shown: a string here may well hold the secret.
+    expected = f'a dict of settings, e.g. {SETTING_NAME} = {{"METRICS_PORT": 9091}}'
+    return Problem(SETTING_NAME, DJANGO_SETTINGS_SOURCE, expected, describe(value, secret=True))
 
 
 def resolve_settings() -> ResolvedSettings:

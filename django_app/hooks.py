@@ -48,7 +48,10 @@ class DjangoPrometheusHooks(PrometheusHooks):
     def _read_django_settings(self, arbiter: Any) -> Mapping[str, object]:
         """GUNICORN_PROMETHEUS, read in the master's first hook (the core calls this)."""
         framework = django_framework_settings(arbiter)
-        resolved = load_settings(framework=framework, framework_source=conf.FRAMEWORK_SOURCE)
+        # Checked against gunicorn's binds here too: a problem found only by the core's
+        # load, after export_multiproc_dir made a private directory, would leave it behind.
+        resolved = load_settings(framework=framework, framework_source=conf.FRAMEWORK_SOURCE,
+                                 gunicorn_addresses=arbiter.cfg.address)  # fmt: skip
         if prometheus_client_single_process() and not os.environ.get(REEXECUTED_ENV):
             arbiter.log.info(
                 "gunicorn-prom-ext: prometheus_client was imported before the metrics "
@@ -77,6 +80,8 @@ def django_framework_settings(arbiter: Any) -> Mapping[str, object]:
         os.environ.setdefault(SETTINGS_MODULE_ENV, module)
     try:
         return conf.framework_settings()
+    except ConfigError:
+        raise  # GUNICORN_PROMETHEUS itself is wrong (not a dict)
     except Exception as exc:
         name = os.environ.get(SETTINGS_MODULE_ENV, "?")
         problem = Problem(

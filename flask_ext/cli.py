@@ -11,9 +11,13 @@ import os
 import shutil
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import click
 from flask.cli import ScriptInfo
+
+if TYPE_CHECKING:
+    from gunicorn_prom_ext.settings import Settings
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000  # as `flask run`
@@ -49,9 +53,7 @@ def run_gunicorn(
 def run(
     info: ScriptInfo, host: str | None, port: int | None, gunicorn_args: Sequence[str]
 ) -> None:
-    from flask_ext.extension import CONFIG_SOURCE, EXTENSION_KEY, FlaskState, PrometheusGunicorn
-    from gunicorn_prom_ext.hooks import PrometheusHooks
-    from gunicorn_prom_ext.launcher import GunicornLauncher, export_multiproc_dir
+    from gunicorn_prom_ext.launcher import private_dir_removed_unless_adopted
     from gunicorn_prom_ext.settings import ConfigError
     from gunicorn_prom_ext.sources import load_settings
 
@@ -63,11 +65,30 @@ def run(
         argv = ["--bind", _address(host or DEFAULT_HOST, port or DEFAULT_PORT), *argv]
 
     try:
-        # Before the app is imported: it may import prometheus_client.
-        export_multiproc_dir(load_settings().settings)
+        settings = load_settings().settings
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    app = info.load_app()
+    # Whatever stops the command from here on (a bad app.config value, a bad gunicorn
+    # option, a ConfigError in the master's first hook) must not leave the private
+    # metrics directory behind.
+    with private_dir_removed_unless_adopted():
+        _serve(info, settings, argv, defaults)
+
+
+def _serve(
+    info: ScriptInfo, settings: Settings, argv: list[str], defaults: dict[str, object]
+) -> None:
+    from flask_ext.extension import CONFIG_SOURCE, EXTENSION_KEY, FlaskState, PrometheusGunicorn
+    from gunicorn_prom_ext.hooks import PrometheusHooks
+    from gunicorn_prom_ext.launcher import GunicornLauncher, export_multiproc_dir
+    from gunicorn_prom_ext.settings import ConfigError
+
+    # Before the app is imported: it may import prometheus_client.
+    export_multiproc_dir(settings)
+    try:
+        app = info.load_app()  # an app factory calling init_app validates app.config
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     state = app.extensions.get(EXTENSION_KEY)
     if not isinstance(state, FlaskState):
         # An app without the extension still gets the hooks, and route labels from here.

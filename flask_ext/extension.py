@@ -34,8 +34,9 @@ from flask import request as _request
 from gunicorn_prom_ext.chaining import HOOK_ARITY, with_arity
 from gunicorn_prom_ext.hooks import PrometheusHooks
 from gunicorn_prom_ext.requests import ROUTE_ENVIRON_KEY
-from gunicorn_prom_ext.settings import SETTINGS, ConfigError, Problem, Settings, describe
+from gunicorn_prom_ext.settings import SETTINGS, ConfigError, Problem, Settings
 from gunicorn_prom_ext.sources import load_settings
+from gunicorn_prom_ext.values import describe
 
 if TYPE_CHECKING:
     from flask import Flask

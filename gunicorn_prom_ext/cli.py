@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Callable
 
@@ -26,6 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "file", nargs="?", metavar="FILE", help=f"YAML file (default: ${CONFIG_FILE_ENV})"
     )
+    check.add_argument(
+        "-b", "--bind", action="append", metavar="ADDRESS",
+        help="an address gunicorn will bind, as its --bind takes it (repeatable): the metrics "
+        "port must not be one of its ports. Default: what gunicorn itself would bind, from "
+        "GUNICORN_CMD_ARGS, else $PORT, else 127.0.0.1:8000",
+    )  # fmt: skip
     check.set_defaults(handler=check_config)
     serve = commands.add_parser(
         "serve",
@@ -49,24 +56,72 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_config(args: argparse.Namespace) -> int:
+    """Load the settings exactly as the master's first hook does (same checks, gunicorn's
+    binds included) and, with REDIS_ENABLED, make the same start-up PING."""
     try:
-        resolved = load_settings(config_file=args.file)
+        binds = args.bind or gunicorn_default_binds()
+        addresses = [parse_gunicorn_bind(bind) for bind in binds]
+    except ValueError as exc:
+        given = "--bind" if args.bind else "gunicorn's bind ($PORT or GUNICORN_CMD_ARGS)"
+        print(f"gunicorn-prom-ext check-config: {given}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        resolved = load_settings(config_file=args.file, gunicorn_addresses=addresses)
+        if resolved.settings.redis_enabled:
+            from .storage.redis import check_credentials
+
+            check_credentials(resolved.settings, resolved.sources)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
     config_file = args.file or os.environ.get(CONFIG_FILE_ENV)
-    print(f"configuration file: {os.path.abspath(config_file) if config_file else '(none)'}")
+    shown_file = _printable(os.path.abspath(config_file)) if config_file else "(none)"
+    print(f"configuration file: {shown_file}")
+    print(f"gunicorn binds: {' '.join(_printable(bind) for bind in binds)}")
     rows = [("KEY", "VALUE", "SOURCE")]
     for spec in SETTINGS:
         value = getattr(resolved.settings, spec.field)
-        shown = "***" if spec.secret and value is not None else format_value(value)
-        rows.append((spec.key, shown, resolved.sources[spec.field]))
+        shown = "***" if spec.secret and value is not None else _printable(format_value(value))
+        rows.append((spec.key, shown, _printable(resolved.sources[spec.field])))
     key_width = max(len(row[0]) for row in rows)
     # Buckets are long; capping keeps the source column aligned for everything else.
     value_width = min(max(len(row[1]) for row in rows), 32)
     for key, value, source in rows:
         print(f"{key:<{key_width}}  {value:<{value_width}}  {source}")
     return 0
+
+
+def gunicorn_default_binds() -> list[str]:
+    """What gunicorn binds without a config file: GUNICORN_CMD_ARGS's --bind, else its
+    default (0.0.0.0:$PORT when PORT is set, else 127.0.0.1:8000)."""
+    from gunicorn.config import Config
+
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("-b", "--bind", action="append")
+    try:
+        words = shlex.split(os.environ.get("GUNICORN_CMD_ARGS", ""))
+        given, _ = parser.parse_known_args(words)
+    except (ValueError, SystemExit):  # unbalanced quotes, -b without a value
+        given = argparse.Namespace(bind=None)
+    if given.bind:
+        return list(given.bind)
+    default: list[str] = Config().bind  # gunicorn reads $PORT (when gunicorn is imported)
+    return list(default)
+
+
+def parse_gunicorn_bind(bind: str) -> object:
+    """One entry of gunicorn's cfg.address, parsed as gunicorn parses it."""
+    from gunicorn.util import parse_address
+
+    try:
+        return parse_address(bind)
+    except RuntimeError as exc:  # gunicorn's way of saying "not a port"
+        raise ValueError(str(exc)) from None
+
+
+def _printable(text: str) -> str:
+    """Text as the terminal can show it: a path's undecodable bytes as \\xNN."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def serve_from_redis(args: argparse.Namespace) -> int:

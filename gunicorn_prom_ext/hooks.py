@@ -226,6 +226,7 @@ class PrometheusHooks:
             framework=framework,
             command_line=self._command_line,
             framework_source=self._framework_source,
+            gunicorn_addresses=arbiter.cfg.address,
         )
         self._master = MasterSide(resolved, arbiter)
         self._settings = resolved.settings

@@ -15,9 +15,11 @@ this. It does what a plain ``gunicorn -c …`` cannot:
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import sys
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from typing import Any
 
 from gunicorn.app.base import Application
@@ -74,6 +76,33 @@ def export_multiproc_dir(
         sys.stdout.flush()
         sys.stderr.flush()
         os.execve(command[0], command, dict(env))
+
+
+@contextlib.contextmanager
+def private_dir_removed_unless_adopted() -> Iterator[None]:
+    """Wrap a framework command from before export_multiproc_dir to the end of gunicorn's
+    run: if the command stops before the master's hooks adopted the private directory it
+    made (a bad app config value, a bad gunicorn option, a ConfigError from the master's
+    first hook), the directory is removed. Once adopted (prepare_directory pops
+    PRIVATE_DIR_ENV) the hooks own it, USR2 hand-over included, and nothing is done here.
+
+    Forked workers leave gunicorn's run() through this too: only the process that entered
+    removes anything. A master started by USR2 (GUNICORN_PID set) never does: the old
+    master still uses the directory it was handed.
+    """
+    pid = os.getpid()
+    try:
+        yield
+    finally:
+        path = os.environ.get(PRIVATE_DIR_ENV)
+        if (
+            path
+            and os.getpid() == pid
+            and "GUNICORN_PID" not in os.environ
+            and os.environ.get(MULTIPROC_DIR_ENV) == path
+        ):
+            shutil.rmtree(path, ignore_errors=True)
+            del os.environ[PRIVATE_DIR_ENV]
 
 
 class GunicornLauncher(Application):  # type: ignore[misc]

@@ -107,7 +107,9 @@ class MasterSide:
         from gunicorn_prom_ext.storage.reader import FilesCollector
 
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(FilesCollector(directory.path, self.bad_file, self.check_storage))
+        registry.register(
+            FilesCollector(directory.path, self.bad_file, self.check_storage, self._fold_lock)
+        )
         registry.register(ServerCollector(arbiter, self.state, self.settings.namespace))
         self.endpoint = MetricsEndpoint(
             self.settings, registry, arbiter.log, on_fault=self.faults.count

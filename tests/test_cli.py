@@ -31,8 +31,9 @@ def test_check_config_prints_every_setting_with_its_source() -> None:
     assert (result.returncode, result.stderr) == (0, "")
     lines = [line.split() for line in result.stdout.splitlines()]
     assert lines[0] == ["configuration", "file:", str(SEED)]
-    assert lines[1] == ["KEY", "VALUE", "SOURCE"]
-    rows = {line[0]: line[1:] for line in lines[2:]}
+    assert lines[1] == ["gunicorn", "binds:", "127.0.0.1:8000"]
+    assert lines[2] == ["KEY", "VALUE", "SOURCE"]
+    rows = {line[0]: line[1:] for line in lines[3:]}
     assert len(rows) == len(SETTINGS)
     assert rows["exporter.prometheus.metrics_port"] == [
         "9200",
@@ -89,3 +90,44 @@ def test_package_and_gunicorn_conf_do_not_import_prometheus_client() -> None:
     )
     result = run("-c", code)
     assert (result.returncode, result.stdout) == (0, "False\n")
+
+
+def test_check_config_knows_gunicorns_binds() -> None:
+    check = ("-m", "gunicorn_prom_ext.cli", "check-config")
+    conflict = ("expected a port other than gunicorn's own (it binds {bind}), got {port}")
+    # By default, what gunicorn itself would bind: $PORT (on every interface) ...
+    result = run(*check, PORT="9091")
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[1] == (
+        "  - exporter.prometheus.metrics_port (default): "
+        + conflict.format(bind="0.0.0.0:9091", port=9091)
+    )
+    # ... or GUNICORN_CMD_ARGS's --bind, which gunicorn reads too.
+    result = run(*check, GUNICORN_CMD_ARGS="-w 2 --bind=127.0.0.1:9300 -b [::1]:9301",
+                 PROMETHEUS_METRICS_PORT="9301")  # fmt: skip
+    assert result.returncode == 1
+    assert conflict.format(bind="[::1]:9301", port=9301) in result.stderr
+    # --bind, repeatable, says it explicitly (unix sockets take no port).
+    binds = ("--bind", "unix:/run/app.sock", "-b", "127.0.0.1:9400")
+    result = run(*check, *binds, PROMETHEUS_METRICS_PORT="9400")
+    assert result.returncode == 1
+    assert conflict.format(bind="127.0.0.1:9400", port=9400) in result.stderr
+    result = run(*check, *binds, PROMETHEUS_METRICS_PORT="9401")
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.splitlines()[1] == "gunicorn binds: unix:/run/app.sock 127.0.0.1:9400"
+
+
+def test_check_config_refuses_a_bind_gunicorn_would_refuse() -> None:
+    result = run("-m", "gunicorn_prom_ext.cli", "check-config", "--bind", "127.0.0.1:http")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "gunicorn-prom-ext check-config: --bind: 'http' is not a valid port number.\n"
+    )
+
+
+def test_check_config_shows_paths_that_are_not_utf8(tmp_path: Path) -> None:
+    directory = tmp_path / "m\udcffetrics"  # a byte that is no UTF-8, as Linux allows
+    result = run("-m", "gunicorn_prom_ext.cli", "check-config",
+                 PROMETHEUS_MULTIPROC_DIR=str(directory))  # fmt: skip
+    assert (result.returncode, result.stderr) == (0, "")
+    assert f"{tmp_path}/m\\xffetrics" in result.stdout

@@ -288,7 +288,8 @@ def test_secrets_are_never_echoed(tmp_path: Path) -> None:
         ("PROMETHEUS_METRICS_PORT", "0", PORT),
         ("PROMETHEUS_METRICS_PORT", "65536", PORT),
         ("REDIS_PORT", "-1", PORT),
-        ("REDIS_DB", "-1", "an integer >= 0"),
+        ("REDIS_DB", "-1", "an integer from 0 to 2147483647"),
+        ("REDIS_DB", "2147483648", "an integer from 0 to 2147483647"),
         ("GUNICORN_WORKERS", "0", "an integer >= 1"),
         ("GUNICORN_TIMEOUT", "-5", "an integer >= 0"),
         ("GUNICORN_KEEPALIVE", "-1", "an integer >= 0"),
@@ -347,10 +348,15 @@ def test_namespace_may_be_empty_or_a_name(tmp_path: Path) -> None:
 
 
 def tls_files(tmp_path: Path) -> dict[str, str]:
-    paths = {}
-    for name in ("cert.pem", "key.pem", "ca.pem"):
-        (tmp_path / name).write_text("not checked here\n")
-        paths[name] = str(tmp_path / name)
+    """A certificate, its key and a CA bundle, real PEM (the checks load them)."""
+    import trustme
+
+    ca = trustme.CA()
+    issued = ca.issue_cert("localhost")
+    paths = {name: str(tmp_path / name) for name in ("cert.pem", "key.pem", "ca.pem")}
+    issued.cert_chain_pems[0].write_to_path(paths["cert.pem"])
+    issued.private_key_pem.write_to_path(paths["key.pem"])
+    ca.cert_pem.write_to_path(paths["ca.pem"])
     return paths
 
 
@@ -412,14 +418,21 @@ def test_tls_files_must_be_readable(tmp_path: Path) -> None:
     files = tls_files(tmp_path)
     os.chmod(files["key.pem"], 0)
     got = f"an unreadable file {files['key.pem']}"
-    assert env_problems(PROMETHEUS_SSL_KEYFILE=files["key.pem"]) == [
+    environ = {"PROMETHEUS_SSL_ENABLED": "true", "PROMETHEUS_SSL_CERTFILE": files["cert.pem"],
+               "PROMETHEUS_SSL_KEYFILE": files["key.pem"]}  # fmt: skip
+    assert env_problems(**environ) == [
         Problem("PROMETHEUS_SSL_KEYFILE", "environment", "a readable file", got)
     ]
 
 
-def test_client_auth_requires_client_cafile() -> None:
+def test_client_auth_requires_client_cafile(tmp_path: Path) -> None:
+    files = tls_files(tmp_path)
     with pytest.raises(ConfigError) as info:
-        load_settings(environ={}, command_line={"ssl_client_auth_required": True})
+        load_settings(
+            environ={"PROMETHEUS_SSL_CERTFILE": files["cert.pem"],
+                     "PROMETHEUS_SSL_KEYFILE": files["key.pem"]},
+            command_line={"ssl_client_auth_required": True, "ssl_enabled": "yes"},
+        )  # fmt: skip
     assert info.value.problems == [
         Problem(
             "ssl_client_auth_required",

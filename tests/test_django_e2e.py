@@ -21,6 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 from harness import REPO_ROOT, Gunicorn, clean_environ, free_port, parse_metrics
+from test_startup_errors import assert_nothing_left, assert_one_error, fail_to_start
 
 pytest.importorskip("django")
 
@@ -156,10 +157,13 @@ def test_rungunicorn_survives_hup_and_usr2(gunicorn_factory: GunicornFactory) ->
     g.wait_for(lambda: counts(g) == {("GET", "/items/<int:pk>", "200"): 3.0}, timeout=10)
 
 
-def manage(*args: str, gunicorn_prometheus: object) -> subprocess.CompletedProcess[str]:
+def manage(
+    *args: str, gunicorn_prometheus: object, **extra_env: str
+) -> subprocess.CompletedProcess[str]:
     env = clean_environ()
     env["PYTHONPATH"] = str(REPO_ROOT)
     env["TEST_GUNICORN_PROMETHEUS"] = json.dumps(gunicorn_prometheus)
+    env.update(extra_env)
     return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=DJANGO_DIR, env=env, capture_output=True, text=True, timeout=30,
@@ -266,3 +270,59 @@ def test_plain_gunicorn_usr2_keeps_the_private_directory(
     g.wait_for(lambda: g.value("testsite_item_views_total") == 1.0, timeout=15)
     assert g.request("/items/2")[0] == 200
     g.wait_for(lambda: counts(g) == {("GET", "/items/<int:pk>", "200"): 2.0}, timeout=10)
+
+
+# --- a bad GUNICORN_PROMETHEUS never serves, and leaves nothing behind ------------------------
+
+
+def test_plain_gunicorn_refuses_a_setting_that_is_not_a_dict(
+    gunicorn_factory: GunicornFactory, tmp_path: Path
+) -> None:
+    # Once read as {}: the server started and served metrics to anonymous clients.
+    g = django_server(gunicorn_factory, plain=True)
+    g.env["TEST_GUNICORN_PROMETHEUS"] = json.dumps("AUTH_TOKEN=secret")
+    output = fail_to_start(g, tmp_path / "tmpdir")
+    assert_one_error(output, "GUNICORN_PROMETHEUS (Django settings): expected a dict of "
+                     'settings, e.g. GUNICORN_PROMETHEUS = {"METRICS_PORT": 9091}, got a string')
+    assert "secret" not in output
+    assert_nothing_left(tmp_path / "tmpdir", output)
+
+
+def test_rungunicorn_refuses_a_setting_that_is_not_a_dict(tmp_path: Path) -> None:
+    port = free_port()
+    result = manage("rungunicorn", f"127.0.0.1:{port}", gunicorn_prometheus="AUTH_TOKEN=secret")
+    assert result.returncode == 1
+    assert "django_app.E001" in result.stderr and "secret" not in result.stderr
+    result = manage("rungunicorn", f"127.0.0.1:{port}", "--skip-checks",
+                    gunicorn_prometheus="AUTH_TOKEN=secret")  # fmt: skip
+    assert result.returncode == 1
+    assert "GUNICORN_PROMETHEUS (Django settings): expected a dict" in result.stderr
+    assert "Starting gunicorn" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("plain", [False, True], ids=["rungunicorn", "plain-gunicorn"])
+def test_a_metrics_port_gunicorn_binds_stops_it_and_nothing_is_left(
+    plain: bool, gunicorn_factory: GunicornFactory, tmp_path: Path
+) -> None:
+    # Known only in the master's first hook, after the command (or the Django hooks under
+    # plain gunicorn) made the private metrics directory.
+    g = django_server(gunicorn_factory, plain=plain)
+    settings = json.loads(g.env["TEST_GUNICORN_PROMETHEUS"])
+    g.env["TEST_GUNICORN_PROMETHEUS"] = json.dumps({**settings, "METRICS_PORT": g.app_port})
+    output = fail_to_start(g, tmp_path / "tmpdir")
+    assert_one_error(output, "METRICS_PORT (GUNICORN_PROMETHEUS setting): expected a port other "
+                     f"than gunicorn's own (it binds 127.0.0.1:{g.app_port}), got {g.app_port}")
+    assert_nothing_left(tmp_path / "tmpdir", output)
+
+
+def test_rungunicorn_stopped_after_making_its_directory_leaves_nothing(tmp_path: Path) -> None:
+    # The command refuses a config file that installs the hooks itself only once gunicorn
+    # has read it, after the private metrics directory was made.
+    tmp_dir = tmp_path / "tmpdir"
+    tmp_dir.mkdir()
+    result = manage("rungunicorn", f"127.0.0.1:{free_port()}", "-c",
+                    "gunicorn_install_hooks_conf.py", gunicorn_prometheus={},
+                    TMPDIR=str(tmp_dir))  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "imported gunicorn_prom_ext.gunicorn_conf (install_hooks?)" in result.stderr
+    assert_nothing_left(tmp_dir, result.stdout + result.stderr)

@@ -34,7 +34,7 @@ from django_app.management.commands.rungunicorn import (  # noqa: E402
 )
 from django_app.middleware import RouteMiddleware  # noqa: E402
 from gunicorn_prom_ext.requests import ROUTE_ENVIRON_KEY  # noqa: E402
-from gunicorn_prom_ext.settings import SETTINGS, Settings  # noqa: E402
+from gunicorn_prom_ext.settings import SETTINGS, ConfigError, Settings  # noqa: E402
 from gunicorn_prom_ext.sources import CONFIG_FILE_ENV  # noqa: E402
 
 # pytest-django's `settings` fixture (its class was renamed across versions).
@@ -77,6 +77,19 @@ def test_e001_not_a_dict(settings: DjangoSettings) -> None:
     assert "must be a dict, got list" in messages()[0].msg
 
 
+def test_not_a_dict_is_refused_by_the_server_path_too(settings: DjangoSettings) -> None:
+    # Once it counted as {} there: the server started and served anonymous scrapes.
+    settings.GUNICORN_PROMETHEUS = "AUTH_TOKEN=secret"
+    assert ids() == ["django_app.E001"]
+    assert "secret" not in messages()[0].msg
+    with pytest.raises(ConfigError) as info:
+        conf.resolve_settings()
+    assert [str(p) for p in info.value.problems] == [
+        "GUNICORN_PROMETHEUS (Django settings): expected a dict of settings, e.g. "
+        'GUNICORN_PROMETHEUS = {"METRICS_PORT": 9091}, got a string'
+    ]
+
+
 def test_e002_unknown_key_with_a_suggestion(settings: DjangoSettings) -> None:
     settings.GUNICORN_PROMETHEUS = {"METRIC_PORT": 9100, "COLOUR": "blue"}
     found = messages()
@@ -109,8 +122,48 @@ def test_e005_values_that_do_not_go_together(settings: DjangoSettings, tmp_path:
     found = messages()
     assert [m.id for m in found] == ["django_app.E005"] * 3
     assert "expected SSL_CERTFILE set when SSL is enabled" in found[0].msg
-    settings.GUNICORN_PROMETHEUS = {"SSL_CLIENT_CAFILE": str(tmp_path / "missing.pem")}
-    assert ids() == ["django_app.E005"]
+    missing = tmp_path / "missing.pem"
+    settings.GUNICORN_PROMETHEUS = {"SSL_CLIENT_CAFILE": str(missing)}
+    found = messages()
+    assert [m.msg for m in found] == [
+        "GUNICORN_PROMETHEUS['SSL_CLIENT_CAFILE']: expected SSL_ENABLED true as well: a TLS "
+        "setting is never ignored, got TLS not enabled.",
+        "GUNICORN_PROMETHEUS['SSL_CLIENT_CAFILE']: expected a readable file, got no such "
+        f"file {missing}.",
+    ]
+    assert ids() == ["django_app.E005"] * 2
+
+
+def test_e005_every_start_up_check_is_reported(settings: DjangoSettings, tmp_path: Path) -> None:
+    import trustme
+
+    ca = trustme.CA()
+    cert, other = ca.issue_cert("localhost"), ca.issue_cert("elsewhere")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    other.private_key_pem.write_to_path(str(tmp_path / "other-key.pem"))
+    settings.GUNICORN_PROMETHEUS = {
+        "AUTH_TOKEN": "",  # empty: must not mean "no auth"
+        "SSL_ENABLED": True,
+        "SSL_CERTFILE": str(tmp_path / "cert.pem"),
+        "SSL_KEYFILE": str(tmp_path / "other-key.pem"),
+        "BIND_ADDRESS": "192.0.2.1",  # TEST-NET-1: never an address of this host
+        "REDIS_URL": "redis://cache:6379/x",
+    }
+    found = messages()
+    assert [m.id for m in found] == ["django_app.E005"] * 4
+    assert [m.msg.split(":", 1)[0] for m in found] == [
+        "GUNICORN_PROMETHEUS['AUTH_TOKEN']",
+        "GUNICORN_PROMETHEUS['SSL_KEYFILE']",
+        "GUNICORN_PROMETHEUS['BIND_ADDRESS']",
+        "GUNICORN_PROMETHEUS['REDIS_URL']",
+    ]
+    assert "expected the private key of the certificate in SSL_CERTFILE" in found[1].msg
+    assert "which is not an address of this host" in found[2].msg
+
+
+def test_e003_numbers_in_ascii_digits_only(settings: DjangoSettings) -> None:
+    settings.GUNICORN_PROMETHEUS = {"METRICS_PORT": "9_0_9_1", "REDIS_DB": "\u0663"}
+    assert ids() == ["django_app.E003"] * 2
 
 
 def test_e006_problems_from_the_environment(
@@ -125,6 +178,21 @@ def test_e006_problems_from_the_environment(
     # GUNICORN_PROMETHEUS beats the environment, so it can also fix it.
     settings.GUNICORN_PROMETHEUS = {"SSL_ENABLED": False}
     assert ids() == ["django_app.E006"]  # the bad variable is still reported: it is read
+
+
+def test_e006_numbers_and_text_from_the_environment(
+    settings: DjangoSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.GUNICORN_PROMETHEUS = {}
+    monkeypatch.setenv("PROMETHEUS_METRICS_PORT", "\u0669\u0660\u0669\u0661")  # Arabic-Indic 9091
+    monkeypatch.setenv("PROMETHEUS_AUTH_TOKEN", "abc\udcff")  # the byte 0xff, undecodable
+    found = messages()
+    assert [m.id for m in found] == ["django_app.E006"] * 2
+    assert found[0].msg.startswith("PROMETHEUS_METRICS_PORT (environment): expected an integer")
+    assert found[1].msg == (
+        "PROMETHEUS_AUTH_TOKEN (environment): expected text that is valid UTF-8, got a string "
+        "with bytes that are not UTF-8."
+    )
 
 
 def test_w001_middleware_missing(settings: DjangoSettings) -> None:

@@ -14,6 +14,7 @@ import pytest
 pytest.importorskip("flask")
 
 from harness import REPO_ROOT, Gunicorn
+from test_startup_errors import assert_nothing_left, assert_one_error, fail_to_start
 
 pytestmark = pytest.mark.slow
 GunicornFactory = Callable[..., Gunicorn]
@@ -226,3 +227,30 @@ def test_example_project(gunicorn_factory: GunicornFactory, tmp_path: Path) -> N
     g.wait_for(lambda: counts(g) == expected, message=f"counts {expected}")
     status, body = g.request("/metrics")
     assert status == 200 and b"/catalog/fail" in body
+
+
+# --- a bad value stops the command, and leaves no private directory behind -------------------
+
+
+def test_bad_app_config_stops_run_gunicorn_with_one_error(
+    gunicorn_factory: GunicornFactory, tmp_path: Path
+) -> None:
+    # Found by init_app while the app loads: after the command made the private directory.
+    env = {"TESTAPP_GUNICORN_PROMETHEUS_METRICS_PORT": "0"}
+    g = run_gunicorn(gunicorn_factory, tmp_path, env=env)
+    output = fail_to_start(g, tmp_path / "tmpdir")
+    assert_one_error(output, "GUNICORN_PROMETHEUS_METRICS_PORT (app.config): expected an "
+                     "integer from 1 to 65535, got 0")  # fmt: skip
+    assert_nothing_left(tmp_path / "tmpdir", output)
+
+
+def test_a_metrics_port_gunicorn_binds_stops_run_gunicorn(
+    gunicorn_factory: GunicornFactory, tmp_path: Path
+) -> None:
+    # Found only in the master's first hook, which knows gunicorn's binds.
+    g = run_gunicorn(gunicorn_factory, tmp_path)
+    g.env["PROMETHEUS_METRICS_PORT"] = str(g.app_port)
+    output = fail_to_start(g, tmp_path / "tmpdir")
+    assert_one_error(output, "PROMETHEUS_METRICS_PORT (environment): expected a port other than "
+                     f"gunicorn's own (it binds 127.0.0.1:{g.app_port}), got {g.app_port}")
+    assert_nothing_left(tmp_path / "tmpdir", output)

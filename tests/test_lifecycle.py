@@ -180,7 +180,11 @@ def test_hup_reload_keeps_counts_and_worker_labels(gunicorn_factory: GunicornFac
             )
             return m if done else None
 
-        m = g.wait_for(reloaded, timeout=15, message="HUP settled with 2 new workers")
+        m = g.wait_for(
+            reloaded, timeout=15,
+            message=f"HUP settled with 2 new workers: {state(g.metrics())}, "
+            f"{all_worker_labels(g.metrics())}, {g.worker_pids()} (old {old_pids})",
+        )  # fmt: skip
     finally:
         stop.set()
         scraper.join(10)

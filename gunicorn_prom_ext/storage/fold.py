@@ -18,8 +18,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import weakref
 from collections.abc import Callable, Iterator
 
+from gunicorn_prom_ext.natives import natives
 from gunicorn_prom_ext.storage.files import MetricFile, read_entries
 from gunicorn_prom_ext.storage.names import (
     ARCHIVE_TAG,
@@ -59,16 +61,62 @@ def files_of(directory: str, pid: int) -> list[FileName]:
 
 
 class DirectoryLock:
-    """flock on a file in the directory: shared for scrapes, exclusive for folds.
+    """Shared for scrapes, exclusive for folds: within this process and across processes.
 
-    Each acquisition opens the lock file anew: flock locks belong to an open file, so
-    two scrapes sharing one descriptor would share one lock, and the first to finish
-    would release it under the other (letting a fold run under a scrape still reading).
-    It works across processes too (two master generations during a USR2 re-exec).
+    Across processes (two master generations during a USR2 re-exec) it is a ``flock`` on a
+    file in the directory, taken on a descriptor opened for each acquisition (flock locks
+    belong to an open file: two scrapes sharing one descriptor would share one lock, and
+    the first to finish would release it under the other). Within the master, scrapes
+    from several threads could keep the shared lock held without a gap, and a fold (in
+    gunicorn's main loop, which must not stall) would wait forever: so a fold that is
+    waiting holds new scrapes back until it is done. Share one instance per process.
+
+    A worker forked while a scrape holds the lock would keep that descriptor, and with it
+    the lock, for its whole life: the child closes its copies right after the fork.
     """
 
     def __init__(self, directory: str) -> None:
         self._path = os.path.join(directory, LOCK_NAME)
+        # Real threads even in a master eventlet patched: scrapes run in those (natives.py).
+        self._turn = natives().threading.Condition()
+        self._readers = 0
+        self._writing = False
+        self._writers_waiting = 0
+        self._held: set[int] = set()  # descriptors holding a flock right now
+        # Taken around opening and closing one, and by fork: a fork never falls between.
+        self._descriptors = natives().threading.Lock()
+        ref = weakref.ref(self)
+
+        def call(method: str) -> Callable[[], None]:
+            def run() -> None:
+                lock = ref()
+                if lock is not None:
+                    getattr(lock, method)()
+
+            return run
+
+        os.register_at_fork(
+            before=call("_before_fork"),
+            after_in_parent=call("_after_fork_in_parent"),
+            after_in_child=call("_after_fork_in_child"),
+        )
+
+    def _before_fork(self) -> None:
+        self._descriptors.acquire()
+
+    def _after_fork_in_parent(self) -> None:
+        self._descriptors.release()
+
+    def _after_fork_in_child(self) -> None:
+        for fd in list(self._held):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._held.clear()
+        real = natives().threading
+        self._descriptors = real.Lock()
+        self._turn = real.Condition()
+        self._readers = self._writers_waiting = 0
+        self._writing = False
 
     def inode(self, *, create: bool = True) -> int:
         """The lock file's inode (made if missing, unless ``create`` is False)."""
@@ -78,22 +126,46 @@ class DirectoryLock:
 
     @contextlib.contextmanager
     def shared(self) -> Iterator[None]:
-        with self._locked(fcntl.LOCK_SH):
-            yield
+        with self._turn:
+            while self._writing or self._writers_waiting:
+                self._turn.wait()
+            self._readers += 1
+        try:
+            with self._flocked(fcntl.LOCK_SH):
+                yield
+        finally:
+            with self._turn:
+                self._readers -= 1
+                self._turn.notify_all()
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
-        with self._locked(fcntl.LOCK_EX):
-            yield
+        with self._turn:
+            self._writers_waiting += 1
+            while self._writing or self._readers:
+                self._turn.wait()
+            self._writers_waiting -= 1
+            self._writing = True
+        try:
+            with self._flocked(fcntl.LOCK_EX):
+                yield
+        finally:
+            with self._turn:
+                self._writing = False
+                self._turn.notify_all()
 
     @contextlib.contextmanager
-    def _locked(self, operation: int) -> Iterator[None]:
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+    def _flocked(self, operation: int) -> Iterator[None]:
+        with self._descriptors:
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+            self._held.add(fd)
         try:
             fcntl.flock(fd, operation)
             yield
         finally:
-            os.close(fd)  # releases the lock
+            with self._descriptors:
+                self._held.discard(fd)
+                os.close(fd)  # releases the lock
 
 
 class _ArchiveFile:

@@ -63,11 +63,13 @@ class FilesCollector(Collector):
         path: str,
         on_bad_file: BadFile,
         before_read: Callable[[], None] | None = None,
+        lock: DirectoryLock | None = None,
     ) -> None:
+        """``lock``: the process's one lock of this directory (the one folds take)."""
         self._path = path
         self._on_bad_file = on_bad_file
         self._before_read = before_read
-        self._lock = DirectoryLock(path)
+        self._lock = lock or DirectoryLock(path)
         self._known_keys: set[str] = set()
 
     def collect(self) -> Iterable[Metric]:

@@ -29,7 +29,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client.metrics_core import Metric
 
@@ -231,7 +231,7 @@ def make_client(settings: Settings) -> Redis:
 def check_credentials(settings: Settings, sources: Mapping[str, str]) -> None:
     """One PING at start: a rejected password is a ConfigError (gunicorn exits before
     serving); Redis merely unreachable or slow is not (the pusher logs it and retries)."""
-    from redis.exceptions import AuthenticationError, RedisError
+    from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
     try:
         client = make_client(settings)  # connects (and authenticates) at once
@@ -241,8 +241,31 @@ def check_credentials(settings: Settings, sources: Mapping[str, str]) -> None:
             client.close()
     except AuthenticationError as exc:
         raise ConfigError([credentials_problem(settings, sources, str(exc))]) from None
+    except ResponseError as exc:
+        if "DB index is out of range" not in str(exc):  # SELECT, sent when connecting
+            return
+        raise ConfigError([database_problem(settings, sources, str(exc))]) from None
     except RedisError:
         pass
+
+
+def database_problem(settings: Settings, sources: Mapping[str, str], reason: str) -> Problem:
+    """Names the setting that holds the database number Redis refused."""
+    db = settings.redis_db
+    in_url = False
+    if settings.redis_url is not None:  # redis-py: ?db= wins over the path, either over REDIS_DB
+        parts = urlsplit(settings.redis_url)
+        path = parts.path.replace("/", "") if parts.scheme != "unix" else ""
+        text = (parse_qs(parts.query).get("db") or [path])[0]
+        if text.isdigit():
+            db, in_url = int(text), True
+    spec = SPECS_BY_FIELD["redis_url" if in_url else "redis_db"]
+    key, source = _key_and_source(spec, sources.get(spec.field, "default"))
+    target = redis_target(settings)
+    if not target.startswith("unix:"):
+        target = "/".join(target.split("/")[:3])  # without the database
+    return Problem(key, source, f"a database number {target} has",
+                   f"{db} ({reason.strip().rstrip('.')})")  # fmt: skip
 
 
 def credentials_problem(settings: Settings, sources: Mapping[str, str], reason: str) -> Problem:

@@ -25,7 +25,12 @@ from django.core.management.base import BaseCommand, CommandError
 
 from django_app import conf
 from django_app.hooks import DjangoPrometheusHooks
-from gunicorn_prom_ext.launcher import REEXECUTED_ENV, GunicornLauncher, export_multiproc_dir
+from gunicorn_prom_ext.launcher import (
+    REEXECUTED_ENV,
+    GunicornLauncher,
+    export_multiproc_dir,
+    private_dir_removed_unless_adopted,
+)
 from gunicorn_prom_ext.settings import ConfigError, Settings
 from gunicorn_prom_ext.storage.directory import prometheus_client_single_process
 
@@ -207,6 +212,13 @@ class Command(BaseCommand):  # type: ignore[misc]  # Django is untyped
             settings = conf.resolve_settings().settings
         except ConfigError as exc:
             raise CommandError(str(exc)) from None
+        # Whatever stops the command from here on (a bad gunicorn option or config file,
+        # a ConfigError in the master's first hook) must not leave the private metrics
+        # directory behind.
+        with private_dir_removed_unless_adopted():
+            self._serve(settings, argv, prog)
+
+    def _serve(self, settings: Settings, argv: list[str], prog: str) -> None:
         # Before gunicorn (or anything else) loads the app; re-executes this command if
         # the settings or an installed app already imported prometheus_client.
         if prometheus_client_single_process() and not os.environ.get(REEXECUTED_ENV):
