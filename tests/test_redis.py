@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -28,7 +28,15 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 from prometheus_client.registry import Collector, CollectorRegistry
-from redis_harness import RedisServer, Sidecar, TlsFiles, redis_env
+from redis_harness import (
+    RedisFactory,
+    Sidecar,
+    SidecarFactory,
+    TlsFiles,
+    redis_env,
+    redis_servers,
+    sidecars,
+)
 from test_startup_errors import assert_one_error, fail_to_start
 
 from gunicorn_prom_ext import cli
@@ -54,39 +62,16 @@ SIDECAR_FAULTS = "gunicorn_prom_ext_sidecar_faults"
 # and label values are escaped, so none of it may matter.
 PREFIX = 'shop: front end/ünï "q" \\ *[x]'
 
-RedisFactory = Callable[..., RedisServer]
-SidecarFactory = Callable[..., Sidecar]
-
-
 @pytest.fixture
 def redis_factory(tmp_path: Path) -> Iterator[RedisFactory]:
     """Build (not start) redis-servers; each is stopped at teardown."""
-    binary = require_tool("redis-server")
-    servers: list[RedisServer] = []
-
-    def make(**kwargs: object) -> RedisServer:
-        server = RedisServer(binary, tmp_path, **kwargs)  # type: ignore[arg-type]
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        server.stop()
+    yield from redis_servers(tmp_path)
 
 
 @pytest.fixture
 def sidecar_factory(tmp_path: Path) -> Iterator[SidecarFactory]:
     """Start sidecars: ``sidecar_factory(env, *serve_args)``; each is stopped at teardown."""
-    sidecars: list[Sidecar] = []
-
-    def make(env: dict[str, str], *args: str) -> Sidecar:
-        sidecar = Sidecar(tmp_path, env, *args)
-        sidecars.append(sidecar)
-        return sidecar.start()
-
-    yield make
-    for sidecar in sidecars:
-        sidecar.stop()
+    yield from sidecars(tmp_path)
 
 
 def per_instance(samples: Samples, label: str = INSTANCE_LABEL) -> dict[str, float]:
