@@ -158,7 +158,7 @@ HOSTILE: dict[str, tuple[bytes, str]] = {
     "names-collide": (snapshot("names-collide", [
         ["reqs", "counter", "", "", [["reqs_total", {}, 1.0]]],
         ["reqs_total", "gauge", "", "", [["reqs_total", {}, 1.0]]]]),
-        "its samples' name reqs_total is also family reqs's"),
+        "its samples' name reqs_total is also family 0's (reqs)"),
 }  # fmt: skip
 
 

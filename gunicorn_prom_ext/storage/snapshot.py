@@ -134,15 +134,18 @@ def _document(document: object, instance_id: str | None) -> list[Metric]:
     raw_families = document["families"]
     if not isinstance(raw_families, list):
         raise SnapshotError(f"families is {_kind(raw_families)}, expected a list")
-    families = []
-    owners: dict[str, str] = {}  # every name a family's samples use -> that family
+    families: list[Metric] = []
+    owners: dict[str, int] = {}  # every name a family's samples use -> that family
     for index, raw in enumerate(raw_families):
         try:
             family = _family(raw)
             for name in exposed_names(family.name, family.type):
-                other = owners.setdefault(name, family.name)
-                if other != family.name:
-                    raise SnapshotError(f"its samples' name {name} is also family {other}'s")
+                other = owners.setdefault(name, index)
+                if other != index:
+                    raise SnapshotError(
+                        f"its samples' name {name} is also family {other}'s "
+                        f"({families[other].name})"
+                    )
         except SnapshotError as exc:
             raise SnapshotError(f"family {_family_label(raw, index)}: {exc}") from None
         families.append(family)

@@ -1,10 +1,15 @@
 """What makes a metric family servable: the rules of the exposition formats, per type.
 
-A prometheus_client registry only ever produces families that keep these rules; a family
-read from Redis may come from anywhere, and one that breaks them would make the whole page
-invalid (Prometheus drops a scrape it cannot parse). The rules are OpenMetrics' (the
-format Prometheus asks for), as prometheus_client's own OpenMetrics parser enforces them,
-plus the names each type's samples take in either text format.
+A family read from Redis may come from anywhere, and one that breaks the formats' rules
+would make the whole page invalid. The rule kept here: a family is served if this package's
+pusher could have sent it (prometheus_client's multiprocess collector and the master's own
+collector): its names and labels are the formats', its samples the ones its type has, with
+the labels they need (a bucket's ``le``, a quantile's ``quantile``), and a histogram's
+buckets are what a histogram counts (in order, cumulative, whole numbers, ending at +Inf,
+with the count equal to the last). Values are served as the instance reported them: a NaN
+or negative sum is the application's (prometheus_client lets it observe one), not a broken
+snapshot. Samples of one label set are put together (older prometheus_client versions
+list a histogram's sums first), as OpenMetrics wants them.
 """
 
 from __future__ import annotations
@@ -30,7 +35,6 @@ SAMPLE_SUFFIXES: dict[str, tuple[str, ...]] = {
     "histogram": ("_bucket", "_count", "_sum", "_created"),
     "gaugehistogram": ("_bucket", "_gcount", "_gsum"),
 }
-_COUNTER_LIKE = ("_total", "_sum", "_count", "_bucket", "_gcount", "_gsum")
 _WHOLE_NUMBERS = ("_bucket", "_count", "_gcount")
 # How Go and OpenMetrics write a number (le, quantile): no spaces, underscores or "nan".
 _NUMBER = re.compile(r"[+-]?(?:Inf|(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)")
@@ -45,9 +49,11 @@ def exposed_names(name: str, kind: str) -> Iterator[str]:
 
 
 def check_family(family: Metric) -> None:
-    """ValueError (naming the sample) unless the family keeps the formats' rules."""
+    """ValueError (naming the sample) unless the family keeps the rules; puts the samples
+    of each label set together."""
     suffixes = {family.name + s: s for s in SAMPLE_SUFFIXES[family.type]}
-    groups: set[frozenset[tuple[str, str]]] = set()
+    groups: dict[frozenset[tuple[str, str]], list[Sample]] = {}
+    scattered = False
     group: frozenset[tuple[str, str]] | None = None
     for index, sample in enumerate(family.samples):
         suffix = suffixes.get(sample.name)
@@ -60,25 +66,20 @@ def check_family(family: Metric) -> None:
             _check_sample(family, sample, suffix)
         except ValueError as exc:
             raise ValueError(f"sample {index} ({sample.name}): {exc}") from None
-        # The samples of one label set (a histogram's buckets, count and sum, say) must be
-        # consecutive; their order is the only grouping the text formats have.
         current = _group(family, sample, suffix)
-        if current != group:
-            if current in groups:
-                raise ValueError(f"sample {index} ({sample.name}): its label set came earlier")
-            groups.add(current)
-            group = current
+        members = groups.setdefault(current, [])
+        scattered = scattered or (bool(members) and current != group)
+        members.append(sample)
+        group = current
+    if scattered:
+        family.samples = [sample for members in groups.values() for sample in members]
     if family.type in ("histogram", "gaugehistogram"):
-        _check_histograms(family)
+        for members in groups.values():
+            _check_histogram(family, members)
 
 
 def _check_sample(family: Metric, sample: Sample, suffix: str) -> None:
     value, labels = sample.value, sample.labels
-    if suffix in _COUNTER_LIKE:
-        if math.isnan(value):
-            raise ValueError("NaN in a count or sum")
-        if value < 0 and suffix != "_gsum":
-            raise ValueError(f"{value} in a count or sum, which cannot be negative")
     if suffix in _WHOLE_NUMBERS and not value.is_integer():
         raise ValueError(f"{value} where a whole number is expected")
     if suffix == "_bucket":
@@ -89,8 +90,6 @@ def _check_sample(family: Metric, sample: Sample, suffix: str) -> None:
         quantile = _number_label(labels, "quantile")
         if not 0 <= quantile <= 1:
             raise ValueError(f"quantile {labels['quantile']}, expected 0 to 1")
-        if value < 0:
-            raise ValueError(f"quantile value {value} is negative")
     if family.type == "stateset":
         if family.name not in labels:
             raise ValueError(f"a stateset sample without its {family.name} label")
@@ -123,41 +122,25 @@ def _group(family: Metric, sample: Sample, suffix: str) -> frozenset[tuple[str, 
     return frozenset((k, v) for k, v in labels.items() if k != apart)
 
 
-def _check_histograms(family: Metric) -> None:
-    """Per label set: buckets in order, cumulative, ending at +Inf; count as +Inf's."""
-    by_group: dict[frozenset[tuple[str, str]], list[tuple[str, Sample]]] = {}
-    for sample in family.samples:
+def _check_histogram(family: Metric, members: list[Sample]) -> None:
+    """One label set's samples: buckets in order, cumulative, ending at +Inf; the count
+    (if any) what the +Inf bucket holds."""
+    bound = count = None
+    cumulative = 0.0
+    for sample in members:
         suffix = sample.name[len(family.name) :]
-        by_group.setdefault(_group(family, sample, suffix), []).append((suffix, sample))
-    for members in by_group.values():
-        bound = count = None
-        cumulative = 0.0
-        has_sum = has_gsum = negative_bounds = negative_gsum = False
-        for suffix, sample in members:
-            if suffix == "_bucket":
-                b = float(sample.labels["le"])
-                if bound is not None and b <= bound:
-                    raise ValueError(f"bucket le={sample.labels['le']} out of order")
-                if sample.value < cumulative:
-                    raise ValueError(f"bucket le={sample.labels['le']} below the one before")
-                bound, cumulative = b, sample.value
-                negative_bounds = negative_bounds or b < 0
-            elif suffix in ("_count", "_gcount"):
-                count = sample.value
-            elif suffix == "_sum":
-                has_sum = True
-            elif suffix == "_gsum":
-                has_gsum, negative_gsum = True, sample.value < 0
-        labels = dict(members[0][1].labels)
-        labels.pop("le", None)
-        where = f"{family.name}{labels}"
-        if bound != math.inf:
-            raise ValueError(f"{where}: no +Inf bucket")
-        if count is not None and count != cumulative:
-            raise ValueError(f"{where}: count {count}, but the +Inf bucket holds {cumulative}")
-        if (has_sum or has_gsum) != (count is not None):
-            raise ValueError(f"{where}: a count without a sum, or a sum without a count")
-        if negative_bounds and has_sum:
-            raise ValueError(f"{where}: a sum, with negative bucket bounds")
-        if negative_gsum and not negative_bounds:
-            raise ValueError(f"{where}: a negative gsum without negative bucket bounds")
+        if suffix == "_bucket":
+            b = float(sample.labels["le"])
+            if bound is not None and b <= bound:
+                raise ValueError(f"bucket le={sample.labels['le']} out of order")
+            if sample.value < cumulative:
+                raise ValueError(f"bucket le={sample.labels['le']} below the one before")
+            bound, cumulative = b, sample.value
+        elif suffix in ("_count", "_gcount"):
+            count = sample.value
+    labels = {k: v for k, v in members[0].labels.items() if k != "le"}
+    if bound != math.inf:
+        raise ValueError(f"{family.name}{labels}: no +Inf bucket")
+    if count is not None and count != cumulative:
+        raise ValueError(f"{family.name}{labels}: count {count}, but the +Inf bucket holds "
+                         f"{cumulative}")  # fmt: skip
