@@ -20,6 +20,7 @@ which the page always carries (every kind, from 0):
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
@@ -53,6 +54,7 @@ FAULTS_HELP = "Faults gunicorn-prom-ext serve contained (each problem logged onc
 FAULT_KINDS = ("snapshot", "snapshot_missing", "index", "family_conflict", "redis_unavailable")
 # Instances read per script run: Redis serves other clients between two batches.
 READ_BATCH = 500
+Parsed = tuple[bytes, "Snapshot | str"]
 
 
 class RedisUnavailable(SourceUnavailable):
@@ -77,6 +79,8 @@ class RedisCollector(Collector):
         self._lock = threading.Lock()  # the connection and everything below: one reader
         self._failing = False
         self._problems = ProblemLog(log)
+        # (prefix, instance id) -> (digest of its snapshot, what it was read as)
+        self._parsed: dict[tuple[str, str], Parsed] = {}
         self._faults = dict.fromkeys(FAULT_KINDS, 0)
         namespace = settings.namespace
         self.faults_name = f"{namespace}_{FAULTS_METRIC}" if namespace else FAULTS_METRIC
@@ -165,9 +169,10 @@ class RedisCollector(Collector):
                 batches.append((prefix, batch))
         replies = _run_all(client, calls)
         snapshots = []
+        parsed, self._parsed = self._parsed, {}  # only what is still there is kept
         for (prefix, batch), batch_replies in zip(batches, replies, strict=True):
             for instance_id, reply in zip(batch, batch_replies, strict=True):
-                snapshot = self._snapshot(prefix, instance_id, reply, found)
+                snapshot = self._snapshot(prefix, instance_id, reply, found, parsed)
                 if snapshot is not None:
                     snapshots.append(snapshot)
         return snapshots
@@ -183,16 +188,29 @@ class RedisCollector(Collector):
                           "UTF-8 (%r): it cannot be a label; skipped", index, raw[:80])  # fmt: skip
         return ids
 
-    @staticmethod
-    def _snapshot(prefix: str, instance_id: str, reply: Any, found: Round) -> Snapshot | None:
+    def _snapshot(
+        self, prefix: str, instance_id: str, reply: Any, found: Round,
+        parsed: dict[tuple[str, str], Parsed],
+    ) -> Snapshot | None:  # fmt: skip
         key = instance_key(prefix, instance_id)
         if reply is None:
             return None  # expired since it was listed
         if isinstance(reply, bytes):
-            try:
-                return Snapshot(prefix, instance_id, parse_snapshot(reply, instance_id))
-            except SnapshotError as exc:
-                problem = str(exc)
+            # A snapshot read before (unchanged since the last push, or a bad one that
+            # stays) is not checked again: a large one takes a second or more.
+            digest = hashlib.blake2b(reply, digest_size=16).digest()
+            known = parsed.get((prefix, instance_id))
+            if known is not None and known[0] == digest:
+                outcome = known[1]
+            else:
+                try:
+                    outcome = Snapshot(prefix, instance_id, parse_snapshot(reply, instance_id))
+                except SnapshotError as exc:
+                    outcome = str(exc)
+            self._parsed[prefix, instance_id] = (digest, outcome)
+            if isinstance(outcome, Snapshot):
+                return outcome
+            problem = outcome
         elif reply[0] == b"size":
             problem = f"{reply[1]} bytes, more than the {MAX_SNAPSHOT_BYTES} read"
         elif reply[0] == b"type":

@@ -401,3 +401,25 @@ def test_an_index_of_100000_ghosts_and_ids_that_are_not_utf8(
     # At most 256 problems remembered: the rest are said in one line, and only counted.
     assert len(log_lines(log, "is listed but its snapshot")) == 255
     assert len(log_lines(log, "more problems, not logged one by one")) == 1
+
+
+@pytest.mark.slow
+def test_a_large_bad_snapshot_is_checked_once_not_every_scrape(
+    redis_factory: RedisFactory, sidecar_factory: SidecarFactory
+) -> None:
+    server = redis_factory().start()
+    samples: list[list[object]] = [["things", {"route": f"/r/{i}"}, 1.0] for i in range(150_000)]
+    samples.append(["things", {"route": "/last"}, "one"])  # wrong only at the very end
+    put(server, "gunicorn", "large", snapshot("large", gauge(*samples)))
+    put(server, "gunicorn", "small", snapshot("small"))
+    sidecar = sidecar_factory(redis_env(server))
+    timings = []
+    for _ in range(4):
+        started = time.monotonic()
+        samples_seen = sidecar.samples()
+        timings.append(time.monotonic() - started)
+        assert instances(samples_seen) == {"small"}
+    print("scrapes with a large bad snapshot: " + ", ".join(f"{t:.2f} s" for t in timings))
+    assert max(timings[1:]) < timings[0] / 2  # the check ran once; Redis still sends it
+    assert faults(samples_seen)["snapshot"] == 4.0
+    assert len(log_lines(sidecar.log_text(), "sample 150000: value 'one', expected")) == 1
