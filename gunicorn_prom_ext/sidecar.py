@@ -54,6 +54,10 @@ FAULTS_HELP = "Faults gunicorn-prom-ext serve contained (each problem logged onc
 FAULT_KINDS = ("snapshot", "snapshot_missing", "index", "family_conflict", "redis_unavailable")
 # Instances read per script run: Redis serves other clients between two batches.
 READ_BATCH = 500
+# Instances read per service: a page of more would be too large to scrape anyway, and a
+# forged index of millions must not cost seconds and gigabytes per scrape. A live instance
+# (listed until its retention ends) comes before anything listed further ahead.
+MAX_LISTED = 10_000
 Parsed = tuple[bytes, "Snapshot | str"]
 
 
@@ -150,10 +154,14 @@ class RedisCollector(Collector):
     def _read(self, found: Round) -> list[Snapshot]:
         client, live, read = self._connected()
         prefixes = [self._prefix] if self._prefix is not None else self._scan(client, found)
-        listings = _run_all(client, [(live, [index_key(p)], []) for p in prefixes])
+        listings = _run_all(client, [(live, [index_key(p)], [MAX_LISTED]) for p in prefixes])
         listed: list[tuple[str, list[str]]] = []
-        for prefix, (kind, ids) in zip(prefixes, listings, strict=True):
+        for prefix, (kind, ids, count) in zip(prefixes, listings, strict=True):
             index = index_key(prefix)
+            if count > MAX_LISTED:
+                found.add("index", f"{index}\0size", "the index %r lists %d instances, more "
+                          "than the %d read: those listed furthest ahead are skipped", index,
+                          count, MAX_LISTED)  # fmt: skip
             if kind not in (b"zset", b"none"):
                 found.add("index", index, "the index %r is a Redis %s, not a sorted set: no "
                           "instance of service %r can be listed until it is deleted",

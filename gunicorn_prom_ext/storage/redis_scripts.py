@@ -47,15 +47,17 @@ end
 return now
 """
 
-# KEYS: index. Returns {the index key's type, the ids listed now (none unless a zset)}.
+# KEYS: index. ARGV: the most ids to return. Returns {the index key's type, the ids listed
+# now, soonest to expire first (none unless a zset), how many are listed}.
 LIVE_SCRIPT = """
 local kind = redis.call('TYPE', KEYS[1])['ok']
 if kind ~= 'zset' then
-  return {kind, {}}
+  return {kind, {}, 0}
 end
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-return {kind, redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')}
+local now = '(' .. (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf', 'LIMIT', 0, tonumber(ARGV[1]))
+return {kind, ids, redis.call('ZCOUNT', KEYS[1], now, '+inf')}
 """
 
 # KEYS: index, then instance keys. ARGV: the largest snapshot to read (bytes), then the ids.
