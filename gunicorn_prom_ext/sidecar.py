@@ -104,10 +104,6 @@ class RedisCollector(Collector):
                 self._client.close()
                 self._client = None
 
-    def fault_counts(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._faults)
-
     def _collect_once(self) -> list[Metric]:
         from redis.exceptions import RedisError
 

@@ -134,7 +134,7 @@ HOSTILE: dict[str, tuple[bytes, str]] = {
     "labels-list": (snapshot("labels-list", gauge(["things", [["a", "b"]], 1.0])),
                     "labels are a list, expected an object"),
     "sample-elsewhere": (snapshot("sample-elsewhere", gauge(["other_things", {}, 1.0])),
-                         "other_things is not a sample name of gauge things"),
+                         "'other_things' is not a sample name of gauge things"),
     "metric-name": (snapshot("metric-name", gauge(["th.ings", {}, 1.0], name="th.ings")),
                     "name 'th.ings' is not a Prometheus metric name"),
     "label-name": (snapshot("label-name", gauge(["things", {"a-b": "c"}, 1.0])),
@@ -323,7 +323,7 @@ def test_two_masters_with_one_instance_id_never_take_turns(
     assert seen == {5.0}
     stale = log_lines(first.log_text(), "refuses this master's pushes as stale")
     assert len(stale) == 1, stale
-    assert f"from master {socket.gethostname()}:{second.master_pid}:" in stale[0]
+    assert f"from master '{socket.gethostname()}:{second.master_pid}:" in stale[0]
     assert master_faults(first, "redis_stale") > 5
     assert "as stale" not in second.log_text()
     second.stop()  # its snapshot expires after its retention; the first takes over

@@ -149,7 +149,7 @@ def histogram(*samples: list[object]) -> bytes:
         (document([["b", "info", "B", "", [["b_info", {}, 2.0]]]]),
          "family 0 ('b'): sample 0 (b_info): info value 2.0, expected 1"),
         (document([["c", "counter", "C", "", [["c", {}, 1.0]]]]),
-         "family 0 ('c'): sample 0: c is not a sample name of counter c (c_total, c_created)"),
+         "family 0 ('c'): sample 0: 'c' is not a sample name of counter c (c_total, c_created)"),
     ],
 )  # fmt: skip
 def test_what_is_wrong_is_said_exactly(blob: bytes, message: str) -> None:

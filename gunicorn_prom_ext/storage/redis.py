@@ -320,7 +320,8 @@ class RedisPusher:
                                    int(details[3]))  # fmt: skip
         expiry = (f"it expires in {pttl / 1000:.0f}s" if pttl >= 0
                   else "it has no expiry, so it stays until deleted")  # fmt: skip
-        holder = f"master {owner}" if owner else "a writer that is not a master of this version"
+        # The owner is whatever the key holds: repr keeps a newline in it out of the log.
+        holder = f"master {owner!r}" if owner else "a writer that is not a master of this version"
         return (
             f"{self._keys[0]!r} holds a newer snapshot (epoch {epoch}, push {seq}, from "
             f"{holder}) than this master's (epoch {self._epoch}, push {self._seq}, master "

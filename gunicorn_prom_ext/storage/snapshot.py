@@ -177,7 +177,7 @@ def _family(raw: object) -> Metric:
             raise SnapshotError(f"sample {index}: {exc}") from None
         series = (sample_name, frozenset(labels.items()))
         if series in seen:
-            series_text = (sample_name + repr(labels))[:120]
+            series_text = (repr(sample_name) + repr(labels))[:120]
             raise SnapshotError(f"sample {index}: {series_text} appears twice")
         seen.add(series)
         family.add_sample(sample_name, labels, value)

@@ -59,7 +59,7 @@ def check_family(family: Metric) -> None:
         suffix = suffixes.get(sample.name)
         if suffix is None:
             raise ValueError(
-                f"sample {index}: {sample.name[:80]} is not a sample name of {family.type} "
+                f"sample {index}: {sample.name[:80]!r} is not a sample name of {family.type} "
                 f"{family.name} ({', '.join(suffixes)})"
             )
         try:
