@@ -68,9 +68,10 @@ def merge_snapshots(
                     owners[name] = _Owner(family.name, family.type, source)
             renames = _renames(family, extra)
             for sample in family.samples:
-                labels = {renames.get(k, k): v for k, v in sample.labels.items()}
-                labels.update(extra)
-                target.add_sample(sample.name, labels, sample.value)
+                labels = sample.labels
+                if renames:
+                    labels = {renames.get(k, k): v for k, v in labels.items()}
+                target.add_sample(sample.name, {**labels, **extra}, sample.value)
     return list(merged.values()), conflicts
 
 

@@ -169,17 +169,12 @@ def _family(raw: object) -> Metric:
     if not isinstance(samples, list):
         raise SnapshotError(f"samples is {_kind(samples)}, expected a list")
     family = Metric(name, documentation, kind, unit)
-    seen: set[tuple[str, frozenset[tuple[str, str]]]] = set()
+    label_names: set[str] = set()  # checked already: a family has few, on every sample
     for index, sample in enumerate(samples):
         try:
-            sample_name, labels, value = _sample(sample)
+            sample_name, labels, value = _sample(sample, label_names)
         except SnapshotError as exc:
             raise SnapshotError(f"sample {index}: {exc}") from None
-        series = (sample_name, frozenset(labels.items()))
-        if series in seen:
-            series_text = (repr(sample_name) + repr(labels))[:120]
-            raise SnapshotError(f"sample {index}: {series_text} appears twice")
-        seen.add(series)
         family.add_sample(sample_name, labels, value)
     try:
         check_family(family)
@@ -188,7 +183,7 @@ def _family(raw: object) -> Metric:
     return family
 
 
-def _sample(raw: object) -> tuple[str, dict[str, str], float]:
+def _sample(raw: object, label_names: set[str]) -> tuple[str, dict[str, str], float]:
     if not isinstance(raw, list) or len(raw) != 3:
         raise SnapshotError(f"{_kind(raw)}, expected [name, labels, value]")
     name, labels, value = raw
@@ -197,8 +192,10 @@ def _sample(raw: object) -> tuple[str, dict[str, str], float]:
     if not isinstance(labels, dict):
         raise SnapshotError(f"labels are {_kind(labels)}, expected an object")
     for label, label_value in labels.items():
-        if not LABEL_NAME.fullmatch(label) or label.startswith("__"):
-            raise SnapshotError(f"label {_show(label)} is not a Prometheus label name")
+        if label not in label_names:
+            if not LABEL_NAME.fullmatch(label) or label.startswith("__"):
+                raise SnapshotError(f"label {_show(label)} is not a Prometheus label name")
+            label_names.add(label)
         if not isinstance(label_value, str) or not _utf8(label_value):
             raise SnapshotError(f"label {label} is {_show(label_value)}, expected UTF-8 text")
     if type(value) is float:

@@ -52,9 +52,13 @@ def check_family(family: Metric) -> None:
     """ValueError (naming the sample) unless the family keeps the rules; puts the samples
     of each label set together."""
     suffixes = {family.name + s: s for s in SAMPLE_SUFFIXES[family.type]}
+    # The label that varies inside a label set, by sample name (a bucket's le, say).
+    apart = {name: _apart(family, suffix) for name, suffix in suffixes.items()}
     groups: dict[frozenset[tuple[str, str]], list[Sample]] = {}
     scattered = False
     group: frozenset[tuple[str, str]] | None = None
+    series: set[tuple[str, frozenset[tuple[str, str]], str | None]] = set()
+    numbers: dict[str, float] = {}  # le and quantile values read already
     for index, sample in enumerate(family.samples):
         suffix = suffixes.get(sample.name)
         if suffix is None:
@@ -63,10 +67,22 @@ def check_family(family: Metric) -> None:
                 f"{family.name} ({', '.join(suffixes)})"
             )
         try:
-            _check_sample(family, sample, suffix)
+            _check_sample(family, sample, suffix, numbers)
         except ValueError as exc:
             raise ValueError(f"sample {index} ({sample.name}): {exc}") from None
-        current = _group(family, sample, suffix)
+        varies = apart[sample.name]
+        labels = sample.labels
+        if varies is None:
+            current = frozenset(labels.items())
+        else:
+            current = frozenset(item for item in labels.items() if item[0] != varies)
+        one = (sample.name, current, labels.get(varies) if varies else None)
+        if one in series:
+            raise ValueError(f"sample {index}: {(repr(sample.name) + repr(labels))[:120]} "
+                             "appears twice")  # fmt: skip
+        series.add(one)
+        if family.type == "info":
+            current = frozenset()  # an info's samples are one set, whatever their labels
         members = groups.setdefault(current, [])
         scattered = scattered or (bool(members) and current != group)
         members.append(sample)
@@ -78,16 +94,18 @@ def check_family(family: Metric) -> None:
             _check_histogram(family, members)
 
 
-def _check_sample(family: Metric, sample: Sample, suffix: str) -> None:
+def _check_sample(
+    family: Metric, sample: Sample, suffix: str, numbers: dict[str, float]
+) -> None:
     value, labels = sample.value, sample.labels
     if suffix in _WHOLE_NUMBERS and not value.is_integer():
         raise ValueError(f"{value} where a whole number is expected")
     if suffix == "_bucket":
-        bound = _number_label(labels, "le")
+        bound = _number_label(labels, "le", numbers)
         if math.isnan(bound):
             raise ValueError("bucket bound NaN")
     if family.type == "summary" and suffix == "":
-        quantile = _number_label(labels, "quantile")
+        quantile = _number_label(labels, "quantile", numbers)
         if not 0 <= quantile <= 1:
             raise ValueError(f"quantile {labels['quantile']}, expected 0 to 1")
     if family.type == "stateset":
@@ -99,27 +117,31 @@ def _check_sample(family: Metric, sample: Sample, suffix: str) -> None:
         raise ValueError(f"info value {value}, expected 1")
 
 
-def _number_label(labels: dict[str, str], name: str) -> float:
+def _number_label(labels: dict[str, str], name: str, numbers: dict[str, float]) -> float:
     text = labels.get(name)
     if text is None:
         raise ValueError(f"no {name} label")
+    known = numbers.get(text)
+    if known is not None:
+        return known
     if not _NUMBER.fullmatch(text):
         raise ValueError(f"{name}={text[:40]!r} is not a number")
     number = float(text)
     if math.isinf(number) and text != ("+Inf" if number > 0 else "-Inf"):
         raise ValueError(f"{name}={text!r}, expected {'+Inf' if number > 0 else '-Inf'}")
+    numbers[text] = number
     return number
 
 
-def _group(family: Metric, sample: Sample, suffix: str) -> frozenset[tuple[str, str]]:
-    """The label set a sample belongs to, without the label that varies inside it."""
-    labels = sample.labels
-    if family.type == "info":
-        return frozenset()
-    apart = {"summary": "quantile" if suffix == "" else None, "stateset": family.name,
-             "histogram": "le" if suffix == "_bucket" else None,
-             "gaugehistogram": "le" if suffix == "_bucket" else None}.get(family.type)  # fmt: skip
-    return frozenset((k, v) for k, v in labels.items() if k != apart)
+def _apart(family: Metric, suffix: str) -> str | None:
+    """The label whose values make one label set's samples differ (None if none does)."""
+    if family.type == "summary" and suffix == "":
+        return "quantile"
+    if family.type == "stateset":
+        return family.name
+    if family.type in ("histogram", "gaugehistogram") and suffix == "_bucket":
+        return "le"
+    return None
 
 
 def _check_histogram(family: Metric, members: list[Sample]) -> None:
