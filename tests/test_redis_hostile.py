@@ -427,3 +427,25 @@ def test_a_large_bad_snapshot_is_checked_once_not_every_scrape(
     assert max(timings[1:]) < timings[0] / 2  # the check ran once; Redis still sends it
     assert faults(samples_seen)["snapshot"] == 4.0
     assert len(log_lines(sidecar.log_text(), "sample 150000: value 'one', expected")) == 1
+
+
+@pytest.mark.slow
+def test_every_prefix_mode_skips_what_cannot_be_a_service(
+    redis_factory: RedisFactory, sidecar_factory: SidecarFactory
+) -> None:
+    server = redis_factory().start()
+    client = server.client()
+    put(server, "svc", "a", snapshot("a"))
+    client.zadd(b"\xfe\xff:instances", {"x": 10**15})  # an index whose name is not UTF-8
+    client.set("other:instances", "a string of someone else's, not an index")
+    sidecar = sidecar_factory(redis_env(server, PROMETHEUS_NAMESPACE="shop"), "--all-prefixes")
+    for _ in range(3):
+        samples = sidecar.samples()
+    assert {k: v for k, v in samples.items() if "sidecar_faults" not in k[0]} == {
+        ("things", (("a", "b"), ("gunicorn_instance", "a"), ("gunicorn_service", "svc"))): 1.0
+    }
+    own = {dict(labels)["kind"]: value for (name, labels), value in samples.items()
+           if name == "shop_gunicorn_prom_ext_sidecar_faults_total"}  # fmt: skip
+    assert own == {**dict.fromkeys(KINDS, 0.0), "index": 3.0}
+    lines = log_lines(sidecar.log_text(), "looks like an index but its name is not UTF-8")
+    assert len(lines) == 1 and "b'\\xfe\\xff:instances'" in lines[0], lines
