@@ -291,8 +291,9 @@ def test_a_push_refused_as_stale_is_said_once_counted_and_recovers(
     stale = log_lines(log, "refuses this master's pushes as stale")
     assert len(stale) == 1, stale
     assert re.search(
-        r"'gunicorn:instance:web' holds a newer snapshot \(epoch 99999999999999, push 7, from "
-        r"a writer that is not a master of this version\) than this master's \(epoch \d{13}, "
+        r"'gunicorn:instance:web' holds a newer snapshot \(epoch 99999999999999, started "
+        r"5138-11-16 09:46:39 UTC, push 7, from a writer that is not a master of this version\) "
+        r"than this master's \(epoch \d{13}, started 20\d\d-\d\d-\d\d \d\d:\d\d:\d\d UTC, "
         r"push 1, master [^)]+\); it expires in [1-6]s\. Another master pushes as instance "
         r"'web'", stale[0],
     ), stale[0]  # fmt: skip

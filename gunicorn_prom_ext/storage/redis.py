@@ -29,6 +29,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -323,11 +324,11 @@ class RedisPusher:
         # The owner is whatever the key holds: repr keeps a newline in it out of the log.
         holder = f"master {owner!r}" if owner else "a writer that is not a master of this version"
         return (
-            f"{self._keys[0]!r} holds a newer snapshot (epoch {epoch}, push {seq}, from "
-            f"{holder}) than this master's (epoch {self._epoch}, push {self._seq}, master "
-            f"{self.owner}); {expiry}. Another master pushes as instance {self.instance_id!r} "
-            f"(after a USR2 that is the new master; otherwise give each master its own "
-            f"REDIS_INSTANCE_ID), or something else wrote that key"
+            f"{self._keys[0]!r} holds a newer snapshot (epoch {_epoch_text(epoch)}, push {seq}, "
+            f"from {holder}) than this master's (epoch {_epoch_text(str(self._epoch))}, push "
+            f"{self._seq}, master {self.owner}); {expiry}. Another master pushes as instance "
+            f"{self.instance_id!r} (after a USR2 that is the new master; otherwise give each "
+            f"master its own REDIS_INSTANCE_ID), or something else wrote that key"
         )
 
     def _failed(self, state: str, kind: str, detail: str) -> bool:
@@ -414,6 +415,15 @@ def _owner_token() -> str:
     that started in the same millisecond. Only characters the push script can match."""
     host = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname())[:64]
     return f"{host}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def _epoch_text(epoch: str) -> str:
+    """A push epoch (a master's start, in ms) with the time it stands for, if it is one."""
+    try:
+        started = datetime.fromtimestamp(int(epoch) / 1000, tz=timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        return epoch
+    return f"{epoch}, started {started:%Y-%m-%d %H:%M:%S} UTC"
 
 
 def _text(value: object) -> str:
