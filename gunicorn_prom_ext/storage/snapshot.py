@@ -1,10 +1,10 @@
 """The snapshot an instance pushes to Redis: its JSON form, and the strict reading of it.
 
 Anything with write access to Redis can put a value under the key prefix, so the sidecar
-trusts nothing it reads: a snapshot is served only if it is whole and well-formed: every
-family what a prometheus_client registry could have produced, so that the page stays a
-valid exposition in both text formats (the Prometheus text format and OpenMetrics, which
-Prometheus asks for). Otherwise ``SnapshotError`` says what is wrong, and where.
+trusts nothing it reads: a snapshot is served only if all of it is what a pusher of this
+version could have sent (the families rules are in snapshot_checks.py), so that the page
+stays a valid exposition in both text formats (the Prometheus text format, and OpenMetrics,
+which Prometheus asks for). Otherwise ``SnapshotError`` says what is wrong, and where.
 
 Imported only once the multiprocess directory is set (it imports prometheus_client).
 """
@@ -22,8 +22,8 @@ from prometheus_client.metrics_core import Metric
 from gunicorn_prom_ext.storage.snapshot_checks import check_family, exposed_names
 
 FORMAT_VERSION = 1
-# The largest snapshot read: a real one holds some 300 bytes per series, so this is about
-# 50,000 series; beyond it the sidecar would spend seconds per scrape on one instance.
+# The largest snapshot read: a real one takes 100 to 300 bytes per series, so this is some
+# 50,000 series or more; beyond it one instance would cost the sidecar seconds to check.
 MAX_SNAPSHOT_BYTES = 16 * 1024 * 1024
 _FIELDS = ("v", "epoch", "seq", "id", "families")
 _OPTIONAL_FIELDS = ("owner",)
@@ -118,7 +118,8 @@ def _document(document: object, instance_id: str | None) -> list[Metric]:
     unknown = [k for k in document if k not in _FIELDS + _OPTIONAL_FIELDS]
     missing = [k for k in _FIELDS if k not in document]
     if unknown or missing:
-        raise SnapshotError(f"fields {sorted(document)!r}, expected {list(_FIELDS)!r}")
+        fields = repr(sorted(document)[:10])[:200]
+        raise SnapshotError(f"fields {fields}, expected {list(_FIELDS)!r}")
     for field in ("epoch", "seq"):
         value = document[field]
         if type(value) is not int or value < 0:
