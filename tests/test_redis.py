@@ -62,6 +62,7 @@ SIDECAR_FAULTS = "gunicorn_prom_ext_sidecar_faults"
 # and label values are escaped, so none of it may matter.
 PREFIX = 'shop: front end/ünï "q" \\ *[x]'
 
+
 @pytest.fixture
 def redis_factory(tmp_path: Path) -> Iterator[RedisFactory]:
     """Build (not start) redis-servers; each is stopped at teardown."""
