@@ -9,15 +9,28 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import queue
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import redis
-from harness import REPO_ROOT, GunicornError, Samples, clean_environ, free_port, parse_metrics
+from harness import (
+    REPO_ROOT,
+    GunicornError,
+    Samples,
+    clean_environ,
+    free_port,
+    parse_metrics,
+    require_tool,
+)
 from harness import wait_for as _wait_for
 
 START_TIMEOUT = 10.0
@@ -185,3 +198,108 @@ class Sidecar:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+
+RedisFactory = Callable[..., RedisServer]
+SidecarFactory = Callable[..., Sidecar]
+
+
+def redis_servers(workdir: Path) -> Iterator[RedisFactory]:
+    """Body of a ``redis_factory`` fixture: build (not start) servers; stop them after."""
+    binary = require_tool("redis-server")
+    servers: list[RedisServer] = []
+
+    def make(**kwargs: object) -> RedisServer:
+        server = RedisServer(binary, workdir, **kwargs)  # type: ignore[arg-type]
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+def sidecars(workdir: Path) -> Iterator[SidecarFactory]:
+    """Body of a ``sidecar_factory`` fixture: ``make(env, *serve_args)`` starts one."""
+    started: list[Sidecar] = []
+
+    def make(env: dict[str, str], *args: str) -> Sidecar:
+        sidecar = Sidecar(workdir, env, *args)
+        started.append(sidecar)
+        return sidecar.start()
+
+    yield make
+    for sidecar in started:
+        sidecar.stop()
+
+
+class DelayProxy:
+    """A TCP relay to a local port that holds back every byte coming back for ``delay``
+    seconds: a Redis that answers slowly (or, killed behind it, mid-answer)."""
+
+    def __init__(self, target_port: int, delay: float) -> None:
+        self.target_port = target_port
+        self.delay = delay
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> DelayProxy:
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self._listener.close()
+        with self._lock:
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # stopped
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            except OSError:
+                client.close()  # Redis is down: so is the connection
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._sockets += [client, upstream]
+            self._relay(client, upstream, 0.0)
+            self._relay(upstream, client, self.delay)
+
+    @staticmethod
+    def _relay(src: socket.socket, dst: socket.socket, delay: float) -> None:
+        chunks: queue.Queue[tuple[float, bytes]] = queue.Queue()
+
+        def receive() -> None:
+            data = b"x"
+            while data:
+                try:
+                    data = src.recv(65536)
+                except OSError:
+                    data = b""
+                chunks.put((time.monotonic() + delay, data))
+
+        def send() -> None:
+            while True:
+                due, data = chunks.get()
+                time.sleep(max(0.0, due - time.monotonic()))
+                try:
+                    if not data:
+                        raise OSError("closed")
+                    dst.sendall(data)
+                except OSError:
+                    for sock in (src, dst):
+                        with contextlib.suppress(OSError):
+                            sock.shutdown(socket.SHUT_RDWR)
+                    return
+
+        threading.Thread(target=receive, daemon=True).start()
+        threading.Thread(target=send, daemon=True).start()

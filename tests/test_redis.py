@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -28,66 +28,51 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 from prometheus_client.registry import Collector, CollectorRegistry
-from redis_harness import RedisServer, Sidecar, TlsFiles, redis_env
+from redis_harness import (
+    RedisFactory,
+    Sidecar,
+    SidecarFactory,
+    TlsFiles,
+    redis_env,
+    redis_servers,
+    sidecars,
+)
 from test_startup_errors import assert_one_error, fail_to_start
 
 from gunicorn_prom_ext import cli
 from gunicorn_prom_ext.settings import Settings
+from gunicorn_prom_ext.sidecar_merge import merge_snapshots
 from gunicorn_prom_ext.storage.redis import (
-    _PUSH_SCRIPT,
     INSTANCE_LABEL,
     SERVICE_LABEL,
     RedisPusher,
-    Snapshot,
     credentials_problem,
     default_instance_id,
-    deserialise,
     index_key,
     instance_key,
-    merge_snapshots,
     prefix_of_index,
     redis_target,
-    serialise,
 )
+from gunicorn_prom_ext.storage.redis_scripts import PUSH_SCRIPT
+from gunicorn_prom_ext.storage.snapshot import Snapshot, deserialise, serialise
 
 COUNT = "http_server_request_duration_seconds_count"
+SIDECAR_FAULTS = "gunicorn_prom_ext_sidecar_faults"
 # Spaces, colons, quotes, a backslash, glob characters and non-ASCII: keys are binary-safe
 # and label values are escaped, so none of it may matter.
 PREFIX = 'shop: front end/ünï "q" \\ *[x]'
-
-RedisFactory = Callable[..., RedisServer]
-SidecarFactory = Callable[..., Sidecar]
 
 
 @pytest.fixture
 def redis_factory(tmp_path: Path) -> Iterator[RedisFactory]:
     """Build (not start) redis-servers; each is stopped at teardown."""
-    binary = require_tool("redis-server")
-    servers: list[RedisServer] = []
-
-    def make(**kwargs: object) -> RedisServer:
-        server = RedisServer(binary, tmp_path, **kwargs)  # type: ignore[arg-type]
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        server.stop()
+    yield from redis_servers(tmp_path)
 
 
 @pytest.fixture
 def sidecar_factory(tmp_path: Path) -> Iterator[SidecarFactory]:
     """Start sidecars: ``sidecar_factory(env, *serve_args)``; each is stopped at teardown."""
-    sidecars: list[Sidecar] = []
-
-    def make(env: dict[str, str], *args: str) -> Sidecar:
-        sidecar = Sidecar(tmp_path, env, *args)
-        sidecars.append(sidecar)
-        return sidecar.start()
-
-    yield make
-    for sidecar in sidecars:
-        sidecar.stop()
+    yield from sidecars(tmp_path)
 
 
 def per_instance(samples: Samples, label: str = INSTANCE_LABEL) -> dict[str, float]:
@@ -295,7 +280,8 @@ def test_final_push_at_exit_and_retention(
         if status != 200:
             return None
         samples = parse_metrics(body.decode())
-        listed = {dict(labels)[SERVICE_LABEL] for _, labels in samples}
+        listed = {dict(labels)[SERVICE_LABEL] for name, labels in samples
+                  if not name.startswith(SIDECAR_FAULTS)}  # fmt: skip
         return {service: 0.0 for service in listed} | per_instance(samples, SERVICE_LABEL)
 
     wait_for(lambda: services() == {"rare": 0.0, "short": 0.0}, timeout=10)
@@ -333,12 +319,15 @@ def test_a_delayed_older_push_never_overwrites_a_newer_one(redis_factory: RedisF
     requests[0] = 2.0
     assert pusher.push()
     client = server.client()
-    late = serialise(registry.collect(), "i", 100, 1)  # seq 1 arriving after seq 2
+    late = serialise(registry.collect(), "i", 100, 1, pusher.owner)  # seq 1 after seq 2
     keys = [instance_key("gunicorn", "i"), index_key("gunicorn")]
-    assert client.eval(_PUSH_SCRIPT, 2, *keys, late, 300_000, "i", 100, 1) == 0
+    refused = client.eval(PUSH_SCRIPT, 2, *keys, late, 300_000, "i", 100, 1, pusher.owner)
+    assert refused[:4] == [b"stale", b"100", b"2", pusher.owner.encode()]
+    assert 299_000 < refused[4] <= 300_000  # the newer snapshot's time to live, in ms
     stored = client.get(instance_key("gunicorn", "i"))
     assert isinstance(stored, bytes)
     assert deserialise(stored)[0].samples[0].value == 2.0
+    assert log.lines == []
     # A later master with the same configured id (newer epoch) starts its own sequence.
     restarted = RedisPusher(settings, registry, log, instance_id="i", epoch=101)
     requests[0] = 0.0
@@ -346,9 +335,12 @@ def test_a_delayed_older_push_never_overwrites_a_newer_one(redis_factory: RedisF
     stored = client.get(instance_key("gunicorn", "i"))
     assert isinstance(stored, bytes)
     assert deserialise(stored)[0].samples[0].value == 0.0
-    pusher.stop()
     restarted.stop()
-    assert log.lines == []
+    pusher.stop()  # the older master's final push is refused: said once, counted
+    assert len(log.lines) == 1 and "refuses this master's pushes as stale" in log.lines[0]
+    stored = client.get(instance_key("gunicorn", "i"))
+    assert isinstance(stored, bytes)
+    assert deserialise(stored)[0].samples[0].value == 0.0
 
 
 class _ListLog:
@@ -371,7 +363,7 @@ class _ListLog:
 
 
 def families() -> list[Metric]:
-    counter = CounterMetricFamily("http_things", "Things.", labels=["route", "ü"])
+    counter = CounterMetricFamily("http_things", "Things.", labels=["route", "lang"])
     counter.add_metric(['/a "b" \\ c', "ñ"], 7.0)
     histogram = HistogramMetricFamily("latency_seconds", "Latency.", labels=["m"])
     histogram.add_metric(["GET"], [("0.1", 3.0), ("+Inf", 4.0)], sum_value=0.5)
@@ -385,7 +377,7 @@ def test_serialisation_round_trip() -> None:
     assert deserialise(blob) == families()
     assert json.loads(blob)["families"][0] == [
         "http_things", "counter", "Things.", "", [["http_things_total",
-        {"route": '/a "b" \\ c', "ü": "ñ"}, 7.0]],
+        {"route": '/a "b" \\ c', "lang": "ñ"}, 7.0]],
     ]  # fmt: skip
 
 
@@ -416,17 +408,18 @@ def test_merge_labels_every_sample_and_keeps_each_family_once() -> None:
     a = Snapshot("svc", "b-2", families())
     b = Snapshot("svc", "a-1", families()[:2])
     other = Snapshot("svc", "c-3", [GaugeMetricFamily("http_things", "Not a counter.", value=1)])
-    merged = merge_snapshots([a, b, other], with_service=True)
+    merged, conflicts = merge_snapshots([a, b, other], with_service=True)
+    assert [(c.snapshot.instance_id, c.family) for c in conflicts] == [("c-3", "http_things")]
     assert [m.name for m in merged] == ["http_things", "latency_seconds", "temperature_celsius"]
     things = merged[0]
     assert (things.type, things.documentation) == ("counter", "Things.")
     assert [(s.name, s.labels, s.value) for s in things.samples] == [
-        ("http_things_total", {"route": '/a "b" \\ c', "ü": "ñ", INSTANCE_LABEL: iid,
+        ("http_things_total", {"route": '/a "b" \\ c', "lang": "ñ", INSTANCE_LABEL: iid,
                                SERVICE_LABEL: "svc"}, 7.0)
         for iid in ("a-1", "b-2")  # sorted by instance; c-3's gauge of that name is left out
     ]  # fmt: skip
     assert len(merged[1].samples) == 2 * 4  # two instances x (two buckets, count, sum)
-    plain = merge_snapshots([a], with_service=False)
+    plain, _ = merge_snapshots([a], with_service=False)
     assert all(set(s.labels) >= {INSTANCE_LABEL} and SERVICE_LABEL not in s.labels
                for m in plain for s in m.samples)  # fmt: skip
 

@@ -7,12 +7,13 @@ more at exit; the totals are cumulative, so a push after an outage catches up on
 
 Keys, for a key prefix P (one per service) and an instance id I:
 
-- ``P:instance:I``: the JSON snapshot of I's metric families; expires after I's retention.
+- ``P:instance:I``: the JSON snapshot of I's metric families (storage/snapshot.py);
+  expires after I's retention.
 - ``P:instances``: sorted set of instance ids, scored by the Redis time (ms) until which
   each stays listed (its last push plus its retention).
 
-Scores come from Redis's own clock (TIME inside the script), never a host's: a host whose
-clock runs ahead would otherwise drop the other hosts' live instances from the index.
+Both are written by one script (storage/redis_scripts.py), which refuses a push older than
+the snapshot in place: the pusher says so once and counts every refused push.
 
 Imported only once the multiprocess directory is set (it imports prometheus_client);
 redis-py, an optional extra, is imported only when a client is made.
@@ -20,67 +21,38 @@ redis-py, an optional extra, is imported only when a client is made.
 
 from __future__ import annotations
 
-import json
 import os
+import re
+import secrets
 import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from prometheus_client.metrics_core import Metric
-
 from gunicorn_prom_ext.log import Log
 from gunicorn_prom_ext.settings import SPECS_BY_FIELD, ConfigError, Problem, Settings, SettingSpec
+from gunicorn_prom_ext.storage.redis_scripts import PUSH_SCRIPT
+from gunicorn_prom_ext.storage.snapshot import MAX_SNAPSHOT_BYTES, serialise
+from gunicorn_prom_ext.storage.snapshot import deserialise as deserialise  # tools read blobs
 
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
     from redis import Redis
     from redis.commands.core import Script
 
-FAULT_KIND = "redis_push"
+FAULT_KIND = "redis_push"  # a push Redis did not take: unreachable, or an error reply
+STALE_FAULT_KIND = "redis_stale"  # a push refused: the snapshot in place is newer
 INSTANCE_LABEL = "gunicorn_instance"
 SERVICE_LABEL = "gunicorn_service"
 # Connect and read timeouts: a slow or silent Redis delays a push (or a sidecar scrape) by
 # about this much, never a request, and never the master's shutdown by more than twice that.
 SOCKET_TIMEOUT = 1.0
-FORMAT_VERSION = 1
 INDEX_SUFFIX = ":instances"
-MAX_REMEMBERED = 64  # bounds the "logged once" memory for broken snapshots
-
-# KEYS: snapshot, index. ARGV: snapshot, retention in ms, instance id, epoch, sequence.
-# A push that timed out on our side may still run later (Redis was frozen, say): one older
-# than the snapshot in place is dropped, so counters never go backwards while listed.
-_PUSH_SCRIPT = """
-local old = redis.call('GET', KEYS[1])
-if old then
-  local epoch, seq = string.match(old, '^{"v":%d+,"epoch":(%d+),"seq":(%d+),')
-  epoch, seq = tonumber(epoch), tonumber(seq)
-  local new_epoch, new_seq = tonumber(ARGV[4]), tonumber(ARGV[5])
-  if epoch and (epoch > new_epoch or (epoch == new_epoch and seq > new_seq)) then
-    return 0
-  end
-end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local retention = tonumber(ARGV[2])
-redis.call('SET', KEYS[1], ARGV[1], 'PX', retention)
-redis.call('ZADD', KEYS[2], now + retention, ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
-if redis.call('PTTL', KEYS[2]) < retention then
-  redis.call('PEXPIRE', KEYS[2], retention)
-end
-return now
-"""
-# KEYS: index. The ids still listed now.
-LIVE_SCRIPT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
-"""
+_KEY_ROLES = {1: ("instance key", "string"), 2: ("index", "sorted set")}
 
 
 # --- names ------------------------------------------------------------------------------------
@@ -127,80 +99,6 @@ def redis_target(settings: Settings) -> str:
     except ValueError:
         port = ""  # redis-py will say what is wrong with it when it connects
     return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
-# --- the snapshot format ------------------------------------------------------------------------
-
-
-def serialise(families: Iterable[Metric], instance_id: str, epoch: int, seq: int) -> bytes:
-    """Compact JSON of the families: name, type, help, unit and (name, labels, value) samples.
-
-    (epoch, seq) orders the snapshots of one instance id: epoch is its master's start time
-    (a restarted master with a configured id starts a new one), seq counts its pushes. The
-    push script reads them from the start of the blob, so the key order here is fixed.
-    Timestamps and exemplars are dropped: nothing this package exposes has them.
-    """
-    document = {
-        "v": FORMAT_VERSION,
-        "epoch": epoch,
-        "seq": seq,
-        "id": instance_id,
-        "families": [_family(f) for f in families],
-    }
-    # json writes +Inf/NaN as Infinity/NaN, which json.loads reads back.
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def _family(f: Metric) -> list[object]:
-    samples = [[s.name, s.labels, s.value] for s in f.samples]
-    return [f.name, f.type, f.documentation, f.unit, samples]
-
-
-def deserialise(blob: bytes) -> list[Metric]:
-    """The families of a snapshot; ValueError if it is not one this version can read."""
-    try:
-        document = json.loads(blob)
-        if document["v"] != FORMAT_VERSION:
-            raise ValueError(f"snapshot format {document['v']!r}, expected {FORMAT_VERSION}")
-        families = []
-        for name, kind, documentation, unit, samples in document["families"]:
-            family = Metric(name, documentation, kind, unit)
-            for sample_name, labels, value in samples:
-                family.add_sample(sample_name, dict(labels), float(value))
-            families.append(family)
-        return families
-    except (KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"malformed snapshot: {exc!r}") from None
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    prefix: str
-    instance_id: str
-    families: list[Metric]
-
-
-def merge_snapshots(snapshots: Iterable[Snapshot], *, with_service: bool) -> list[Metric]:
-    """Every family once, each sample labelled with its instance (and service).
-
-    A family whose type differs from the one already seen under that name (an instance on
-    another version, say) is left out rather than making the whole exposition invalid.
-    """
-    merged: dict[str, Metric] = {}
-    for snap in sorted(snapshots, key=lambda s: (s.prefix, s.instance_id)):
-        extra = {INSTANCE_LABEL: snap.instance_id}
-        if with_service:
-            extra[SERVICE_LABEL] = snap.prefix
-        for family in snap.families:
-            target = merged.get(family.name)
-            if target is None:
-                target = Metric(family.name, family.documentation, family.type, family.unit)
-                merged[family.name] = target
-            elif target.type != family.type:
-                continue
-            for sample in family.samples:
-                target.add_sample(sample.name, {**sample.labels, **extra}, sample.value)
-    return list(merged.values())
 
 
 # --- connecting -----------------------------------------------------------------------------
@@ -296,7 +194,15 @@ def _key_and_source(spec: SettingSpec, label: str) -> tuple[str, str]:
 
 
 class RedisPusher:
-    """Pushes the registry's families to Redis from a daemon thread of the master."""
+    """Pushes the registry's families to Redis from a daemon thread of the master.
+
+    Each push ends in one of four states: accepted, Redis unreachable, Redis refusing it
+    (an error reply, or a key of the wrong type under the prefix), or refused as stale (the
+    snapshot in place is newer). Entering a failing state is logged once, leaving it once;
+    every failed push is counted (``redis_push``, ``redis_stale``). A stale refusal is never
+    overridden: the snapshot in place may be a live master's (two masters configured with
+    one REDIS_INSTANCE_ID), and taking turns would make its counters jump back and forth.
+    """
 
     def __init__(
         self,
@@ -309,8 +215,9 @@ class RedisPusher:
         on_fault: Callable[[str], None] | None = None,
     ) -> None:
         self.instance_id = instance_id
-        self._epoch = int(time.time()) if epoch is None else epoch
+        self._epoch = int(time.time() * 1000) if epoch is None else epoch
         self._seq = 0
+        self.owner = _owner_token()
         self._settings = settings
         self._registry = registry
         self._log = log
@@ -326,8 +233,10 @@ class RedisPusher:
         self._lock = threading.Lock()
         self._client: Redis | None = None
         self._script: Script | None = None
-        self._failing = False
+        self._state = "accepted"
+        self._refused = 0  # pushes refused in the current failing state
         self._collect_failed = False
+        self._oversize_warned = False
         self._thread: threading.Thread | None = None
         self._owner_pid = os.getpid()
 
@@ -342,8 +251,10 @@ class RedisPusher:
         on_fault: Callable[[str], None] | None = None,
     ) -> RedisPusher:
         instance_id = settings.redis_instance_id or default_instance_id(start_time=start_time)
-        return cls(settings, registry, log, instance_id=instance_id, epoch=int(start_time),
-                   on_fault=on_fault)  # fmt: skip
+        # The epoch in milliseconds: a master restarted within the second (a container's
+        # pid 1, with a configured id) still outranks the snapshot its predecessor left.
+        return cls(settings, registry, log, instance_id=instance_id,
+                   epoch=int(start_time * 1000), on_fault=on_fault)  # fmt: skip
 
     def start(self) -> None:
         if self._thread is not None:
@@ -385,41 +296,107 @@ class RedisPusher:
             self._log.exception("gunicorn-prom-ext: error while stopping the Redis pusher")
 
     def push(self) -> bool:
-        """One snapshot, one round trip. False (logged once per outage, counted) on failure."""
-        from redis.exceptions import RedisError
+        """One snapshot, one round trip. False (logged once per episode, counted) unless
+        Redis took it."""
+        from redis.exceptions import RedisError, ResponseError
 
         with self._lock:
             self._seq += 1
             try:
-                blob = serialise(self._registry.collect(), self.instance_id, self._epoch, self._seq)
+                blob = serialise(self._registry.collect(), self.instance_id, self._epoch,
+                                 self._seq, self.owner)  # fmt: skip
             except Exception:
-                self._fault()
+                self._fault(FAULT_KIND)
                 if not self._collect_failed:
                     self._collect_failed = True
                     self._log.exception("gunicorn-prom-ext: collecting metrics for Redis failed")
                 return False
+            self._warn_if_oversize(len(blob))
             try:
                 script = self._connected_script()
                 args: list[bytes | int | str] = [
                     blob, self._retention_ms, self.instance_id, self._epoch, self._seq,
+                    self.owner,
                 ]  # fmt: skip
-                script(keys=self._keys, args=args)
+                result = script(keys=self._keys, args=args)
+            except ResponseError as exc:  # Redis answered: OOM, READONLY, NOAUTH, ...
+                return self._failed("refused", FAULT_KIND, f"{type(exc).__name__}: {exc}")
             except RedisError as exc:
-                self._fault()
-                if not self._failing:
-                    self._failing = True
-                    self._log.error(
-                        "gunicorn-prom-ext: Redis unreachable at %s (%s: %s); retrying every "
-                        "%gs, nothing counted meanwhile is lost",
-                        self._target, type(exc).__name__, exc,
-                        self._settings.redis_push_interval,
-                    )  # fmt: skip
-                return False
-            if self._failing:
-                self._failing = False
-                self._log.info("gunicorn-prom-ext: Redis at %s reconnected; pushes caught up",
-                               self._target)  # fmt: skip
+                return self._failed("unreachable", FAULT_KIND, f"{type(exc).__name__}: {exc}")
+            if isinstance(result, list):
+                return self._refused_by_script(result)
+            self._accepted()
             return True
+
+    def _refused_by_script(self, result: Sequence[Any]) -> bool:
+        what = _text(result[0])
+        if what == "stale":
+            return self._failed("stale", STALE_FAULT_KIND, self._describe_stale(result[1:]))
+        role, expected = _KEY_ROLES.get(int(result[1]), ("key", "?"))
+        key = self._keys[int(result[1]) - 1]
+        detail = (f"the {role} {key!r} is a Redis {_text(result[2])}, where this package "
+                  f"keeps a {expected}: someone else's key? Delete it, or choose another "
+                  f"REDIS_KEY_PREFIX")  # fmt: skip
+        return self._failed("wrongtype", FAULT_KIND, detail)
+
+    def _describe_stale(self, details: Sequence[Any]) -> str:
+        epoch, seq, owner, pttl = (_text(details[0]), _text(details[1]), _text(details[2]),
+                                   int(details[3]))  # fmt: skip
+        expiry = (f"it expires in {pttl / 1000:.0f}s" if pttl >= 0
+                  else "it has no expiry, so it stays until deleted")  # fmt: skip
+        # The owner is whatever the key holds: repr keeps a newline in it out of the log.
+        holder = f"master {owner!r}" if owner else "a writer that is not a master of this version"
+        return (
+            f"{self._keys[0]!r} holds a newer snapshot (epoch {_epoch_text(epoch)}, push {seq}, "
+            f"from {holder}) than this master's (epoch {_epoch_text(str(self._epoch))}, push "
+            f"{self._seq}, master {self.owner}); {expiry}. Another master pushes as instance "
+            f"{self.instance_id!r} (after a USR2 that is the new master; otherwise give each "
+            f"master its own REDIS_INSTANCE_ID), or something else wrote that key"
+        )
+
+    def _failed(self, state: str, kind: str, detail: str) -> bool:
+        self._fault(kind)
+        if state != self._state:
+            self._state, self._refused = state, 0
+            interval = self._settings.redis_push_interval
+            if state == "unreachable":
+                self._log.error(
+                    "gunicorn-prom-ext: Redis unreachable at %s (%s); retrying every %gs, "
+                    "nothing counted meanwhile is lost", self._target, detail, interval,
+                )  # fmt: skip
+            elif state == "stale":
+                self._log.warning(
+                    "gunicorn-prom-ext: Redis at %s refuses this master's pushes as stale: %s. "
+                    "Each refused push is counted in gunicorn_prom_ext_faults_total"
+                    '{kind="%s"}', self._target, detail, kind,
+                )  # fmt: skip
+            else:
+                self._log.error(
+                    "gunicorn-prom-ext: Redis at %s refuses the push: %s; retrying every %gs",
+                    self._target, detail, interval,
+                )  # fmt: skip
+        self._refused += 1
+        return False
+
+    def _accepted(self) -> None:
+        state, self._state = self._state, "accepted"
+        if state == "unreachable":
+            self._log.info("gunicorn-prom-ext: Redis at %s reconnected; pushes caught up",
+                           self._target)  # fmt: skip
+        elif state != "accepted":
+            self._log.info(
+                "gunicorn-prom-ext: Redis at %s accepts this master's pushes again, after %d "
+                "refused; pushes caught up", self._target, self._refused,
+            )  # fmt: skip
+
+    def _warn_if_oversize(self, size: int) -> None:
+        if size > MAX_SNAPSHOT_BYTES and not self._oversize_warned:
+            self._oversize_warned = True
+            self._log.warning(
+                "gunicorn-prom-ext: this instance's snapshot is %d bytes, more than the %d "
+                "gunicorn-prom-ext serve reads: it will skip this instance. Fewer label "
+                "values (routes, status codes) make it smaller", size, MAX_SNAPSHOT_BYTES,
+            )  # fmt: skip
 
     def _run(self) -> None:
         # The first push right away lists the instance; the rest every interval.
@@ -435,7 +412,7 @@ class RedisPusher:
     def _connected_script(self) -> Script:
         if self._client is None or self._script is None:
             self._client = make_client(self._settings)
-            self._script = self._client.register_script(_PUSH_SCRIPT)
+            self._script = self._client.register_script(PUSH_SCRIPT)
         return self._script
 
     def _forget_inherited_connection(self) -> None:
@@ -447,10 +424,30 @@ class RedisPusher:
         self._client = None
         self._script = None
 
-    def _fault(self) -> None:
+    def _fault(self, kind: str) -> None:
         if self._on_fault is None:
             return
         try:
-            self._on_fault(FAULT_KIND)
+            self._on_fault(kind)
         except Exception:
-            self._log.debug("gunicorn-prom-ext: on_fault(%r) failed", FAULT_KIND, exc_info=True)
+            self._log.debug("gunicorn-prom-ext: on_fault(%r) failed", kind, exc_info=True)
+
+
+def _owner_token() -> str:
+    """``<host>:<pid>:<random>``: says which master wrote a snapshot, and tells two apart
+    that started in the same millisecond. Only characters the push script can match."""
+    host = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname())[:64]
+    return f"{host}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def _epoch_text(epoch: str) -> str:
+    """A push epoch (a master's start, in ms) with the time it stands for, if it is one."""
+    try:
+        started = datetime.fromtimestamp(int(epoch) / 1000, tz=timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        return epoch
+    return f"{epoch}, started {started:%Y-%m-%d %H:%M:%S} UTC"
+
+
+def _text(value: object) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
