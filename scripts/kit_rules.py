@@ -28,6 +28,16 @@ QUEUE_P95 = "instance:http_server_request_queue_duration_seconds:p95_5m"
 
 Rule = dict[str, Any]
 
+# Alerts on request metrics; the others watch the server.
+REQUEST_ALERTS = frozenset(
+    {
+        "GunicornHigh5xxRatio",
+        "GunicornLatencyBudgetBurnFast",
+        "GunicornLatencyBudgetBurnSlow",
+        "GunicornRequestQueueTimeHigh",
+    }
+)
+
 
 def recording_rules() -> list[Rule]:
     rules: list[Rule] = [
@@ -242,9 +252,20 @@ def alerting_rules() -> list[Rule]:
 
 
 def rules() -> dict[str, Any]:
+    # Rules of one group run in order at the same instant, groups concurrently: each alert
+    # sits in the group of the recording rules it reads, after them, so it always reads
+    # this evaluation's values, never the previous evaluation's.
+    records = recording_rules()
+    alerts = alerting_rules()
+    server_records = [rule for rule in records if rule["record"] == UTILISATION]
+    server_alerts = [rule for rule in alerts if rule["alert"] not in REQUEST_ALERTS]
     return {
         "groups": [
-            {"name": "gunicorn-prom-ext.recording", "rules": recording_rules()},
-            {"name": "gunicorn-prom-ext.alerts", "rules": alerting_rules()},
+            {
+                "name": "gunicorn-prom-ext.requests",
+                "rules": [rule for rule in records if rule not in server_records]
+                + [rule for rule in alerts if rule["alert"] in REQUEST_ALERTS],
+            },
+            {"name": "gunicorn-prom-ext.server", "rules": server_records + server_alerts},
         ]
     }
