@@ -210,10 +210,13 @@ def exporter() -> list[Any]:
                text_mode=common.BigValueTextMode.NAME),
         graph("Scrape duration", "How long Prometheus took to scrape each metrics endpoint.",
               [Query(f"scrape_duration_seconds{{{SELECTOR}}}", "{{instance}}")], "s", width=6),
-        graph("gunicorn-prom-ext faults", "Faults the package contained and logged once, by "
-              "kind (requests were served; some metrics may be missing).",
-              [Query(f"sum by (kind) (increase(gunicorn_prom_ext_faults_total{{{SELECTOR}}}"
-                     f"[{RATE}]))", "{{kind}}")], "short", width=6, bars=True, no_value="0"),
+        # Totals, not increase(): a fault counter appears at its first fault, and
+        # increase() needs a sample before it to see that one.
+        graph("gunicorn-prom-ext faults", "Faults the package contained and logged once, "
+              "by kind, since each master started (requests were served; some metrics may be "
+              "missing). A step is a new fault.",
+              [Query(gauge("gunicorn_prom_ext_faults_total", "instance, kind"),
+                     "{{instance}} {{kind}}")], "short", width=6, no_value="0"),
     ]
 
 
