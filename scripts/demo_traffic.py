@@ -3,6 +3,7 @@ Prometheus query link. Loopback only: the demo never sends a request anywhere el
 
     demo_traffic.py wait URL [--timeout S] [--pid PID]
     demo_traffic.py drive APP_URL --profile wsgi|django|flask [--requests N] [--seconds S]
+        [--concurrency C]
     demo_traffic.py link PROMETHEUS_URL EXPR
 """
 
@@ -15,6 +16,7 @@ import os
 import random
 import socket
 import sys
+import threading
 import time
 import urllib.parse
 
@@ -94,22 +96,33 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def drive(app_url: str, profile: str, requests: int, seconds: float) -> int:
-    """``requests`` requests spread over ``seconds``, drawn from the app's profile."""
+def drive(app_url: str, profile: str, requests: int, seconds: float, concurrency: int = 1) -> int:
+    """``requests`` requests spread over ``seconds``, drawn from the app's profile, by
+    ``concurrency`` clients at once."""
     parts = loopback(app_url)
-    rng = random.Random(42)
-    pause = seconds / max(requests, 1)
-    for _ in range(requests):
-        method, path, body = rng.choice(PROFILES[profile])
-        conn = http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=10)
-        try:
-            conn.request(method, path, body=body)
-            conn.getresponse().read()
-        except (OSError, http.client.HTTPException):
-            pass  # the demo is stopping, or the app restarts: not the demo's concern
-        finally:
-            conn.close()
-        time.sleep(pause)
+    per_client = max(requests // max(concurrency, 1), 1)
+    pause = seconds / per_client
+
+    def client(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(per_client):
+            method, path, body = rng.choice(PROFILES[profile])
+            conn = http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=10)
+            try:
+                conn.request(method, path, body=body)
+                conn.getresponse().read()
+            except (OSError, http.client.HTTPException):
+                pass  # the demo is stopping, or the app restarts: not the demo's concern
+            finally:
+                conn.close()
+            time.sleep(pause)
+
+    threads = [threading.Thread(target=client, args=(42 + n,), daemon=True)
+               for n in range(max(concurrency, 1))]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     return 0
 
 
@@ -132,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     driving.add_argument("--profile", choices=sorted(PROFILES), default="wsgi")
     driving.add_argument("--requests", type=int, default=60)
     driving.add_argument("--seconds", type=float, default=10.0)
+    driving.add_argument("--concurrency", type=int, default=1)
     linking = commands.add_parser("link")
     linking.add_argument("prometheus_url")
     linking.add_argument("expr")
@@ -139,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "wait":
         return wait(args.url, args.timeout, args.pid)
     if args.command == "drive":
-        return drive(args.app_url, args.profile, args.requests, args.seconds)
+        return drive(args.app_url, args.profile, args.requests, args.seconds, args.concurrency)
     print(link(args.prometheus_url, args.expr))
     return 0
 

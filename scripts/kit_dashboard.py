@@ -148,19 +148,20 @@ def workers() -> list[Any]:
               [Query(gauge("gunicorn_workers", "instance"), "{{instance}} alive"),
                Query(gauge("gunicorn_workers_desired", "instance"), "{{instance}} desired")],
               "short"),
-        graph("Worker exits by reason", "Worker exits per interval. killed: SIGKILL, OOM "
+        graph("Worker exits by reason", "Worker exits within each point's rate window (at "
+              "least four scrapes), so one exit shows as a bump that wide. killed: SIGKILL, OOM "
               "killer, crash; timeout: aborted by the master after --timeout; error: failed "
               "to boot or exited with an error; max_requests: recycled.",
               [Query(f"sum by (reason) (increase(gunicorn_worker_exits_total{{{SELECTOR}}}"
-                     f"[{RATE}]))", "{{reason}}")], "short", bars=True, colors=EXIT_COLORS),
+                     f"[{RATE}]))", "{{reason}}")], "short", stacked=True, colors=EXIT_COLORS),
         graph("Reloads and restarts", "HUP reloads, master restarts (a new start time) and "
-              "worker spawns, per interval.",
+              "worker spawns within each point's rate window (at least four scrapes).",
               [Query(f"sum by (instance) (increase(gunicorn_reloads_total{{{SELECTOR}}}"
                      f"[{RATE}]))", "{{instance}} reloads"),
                Query(f"sum by (instance) (changes(gunicorn_master_start_time_seconds"
                      f"{{{SELECTOR}}}[{RATE}]))", "{{instance}} master restarts"),
                Query(f"sum by (instance) (increase(gunicorn_worker_spawns_total{{{SELECTOR}}}"
-                     f"[{RATE}]))", "{{instance}} worker spawns")], "short", bars=True),
+                     f"[{RATE}]))", "{{instance}} worker spawns")], "short"),
     ]
 
 

@@ -55,7 +55,7 @@ def graph(
     width: int = 8,
     height: int = 8,
     steps: Sequence[Step] = (),
-    bars: bool = False,
+    stacked: bool = False,
     colors: dict[str, str] | None = None,
     minimum: float | None = 0,
     no_value: str | None = None,
@@ -70,10 +70,10 @@ def graph(
         .unit(unit)
         .span(width)
         .height(height)
-        .fill_opacity(60 if bars else 10)
+        .fill_opacity(30 if stacked else 10)
         .line_width(1)
         .show_points(common.VisibilityMode.NEVER)
-        .draw_style(common.GraphDrawStyle.BARS if bars else common.GraphDrawStyle.LINE)
+        .draw_style(common.GraphDrawStyle.LINE)
         .legend(
             common_builders.VizLegendOptions()
             .display_mode(common.LegendDisplayMode.LIST)
@@ -88,7 +88,7 @@ def graph(
     )
     if minimum is not None:
         panel = panel.min(minimum)
-    if bars:
+    if stacked:
         panel = panel.stacking(common_builders.StackingConfig().mode(common.StackingMode.NORMAL))
     if steps:
         panel = panel.thresholds(_thresholds(steps)).thresholds_style(

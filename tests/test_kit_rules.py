@@ -52,7 +52,7 @@ def test_promtool_unit_tests_pass_on_the_committed_files() -> None:
     assert "SUCCESS" in result.stdout
 
 
-@pytest.mark.parametrize("namespace", ["shop", "A__b_9", "http_server"])
+@pytest.mark.parametrize("namespace", ["shop", "_", "A__b_9", "http_server"])
 def test_promtool_unit_tests_pass_with_a_namespace(namespace: str, tmp_path: Path) -> None:
     """The same tests, their series renamed as the namespaced server would expose them."""
     rules_path = tmp_path / "rules.yml"
