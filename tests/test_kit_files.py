@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from harness import REPO_ROOT
 
-from gunicorn_prom_ext.kit.render import iter_panels, read_packaged
+from gunicorn_prom_ext.kit.render import iter_panels, namespace_dashboard, read_packaged
 
 GENERATOR = REPO_ROOT / "scripts" / "generate_kit.py"
 
@@ -57,6 +57,8 @@ def round_trip(data: dict[str, Any]) -> dict[str, Any]:
 def test_the_sdk_model_reads_every_key_of_the_dashboard() -> None:
     data = dashboard()
     assert round_trip(data) == data
+    namespaced = namespace_dashboard(data, "A__b_9")
+    assert round_trip(namespaced) == namespaced
     # The check can fail: a key Grafana's schema does not have is not kept.
     broken = copy.deepcopy(data)
     broken["panels"][1]["fieldConfig"]["defaults"]["unitt"] = "s"

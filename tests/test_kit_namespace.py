@@ -200,3 +200,17 @@ def test_rules_runbook_base_option() -> None:
     assert "runbook_url: https://ops.example.org/runbooks#gunicornhigh5xxratio" in result.stdout
     assert "docs/runbooks.md" not in result.stdout
     assert rules_text("", "docs/runbooks.md") == read_packaged("rules.yml")
+
+
+def test_a_reader_that_goes_away_is_no_traceback() -> None:
+    """`gunicorn-prom-ext dashboard | head -c 1`: the pipe closes mid-way."""
+    environ = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO_ROOT)}
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn_prom_ext.cli", "dashboard", "--namespace", "n" * 5000],
+        env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert writer.stdout is not None and writer.stderr is not None
+    assert writer.stdout.read(1) == b"{"
+    writer.stdout.close()
+    assert writer.wait(60) == 1
+    assert writer.stderr.read() == b""

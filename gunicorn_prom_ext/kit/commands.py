@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from typing import Any
 
@@ -54,8 +55,7 @@ def print_dashboard(args: argparse.Namespace) -> int:
     if settings is None:
         return 1
     _warn_without_slo_bucket(settings)
-    sys.stdout.write(dashboard_text(settings.namespace))
-    return 0
+    return _write(dashboard_text(settings.namespace))
 
 
 def print_rules(args: argparse.Namespace) -> int:
@@ -63,7 +63,18 @@ def print_rules(args: argparse.Namespace) -> int:
     if settings is None:
         return 1
     _warn_without_slo_bucket(settings)
-    sys.stdout.write(rules_text(settings.namespace, args.runbook_base))
+    return _write(rules_text(settings.namespace, args.runbook_base))
+
+
+def _write(text: str) -> int:
+    """Print; a reader that went away (``| head``) ends the command quietly."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python would report the pipe again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 0
 
 
