@@ -27,7 +27,9 @@ pids=()
 workdir=""
 cleanup() {
     local status=$?
-    trap - EXIT INT TERM
+    # A second Ctrl-C must not cut the clean-up short (it is bounded: 10 s a process).
+    trap '' INT TERM
+    trap - EXIT
     if ((${#pids[@]})); then
         say "Stopping"
         local pid index

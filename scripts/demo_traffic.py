@@ -127,6 +127,17 @@ def drive(app_url: str, profile: str, requests: int, seconds: float, concurrency
 
 
 def link(prometheus_url: str, expr: str) -> str:
+    """A Prometheus graph link for ``expr``, its metric names in the configured namespace."""
+    from gunicorn_prom_ext.kit.names import name_map
+    from gunicorn_prom_ext.kit.promql import rename_metrics
+    from gunicorn_prom_ext.settings import ConfigError
+    from gunicorn_prom_ext.sources import load_settings
+
+    try:
+        namespace = load_settings().settings.namespace
+    except ConfigError:
+        namespace = ""  # the app would not have started: the link hardly matters
+    expr = rename_metrics(expr, name_map(namespace))
     query = urllib.parse.urlencode(
         {"g0.expr": expr, "g0.tab": "0", "g0.range_input": "15m"}, quote_via=urllib.parse.quote
     )

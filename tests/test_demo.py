@@ -10,6 +10,7 @@ import queue
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -164,6 +165,29 @@ def test_ctrl_c_during_set_up_leaves_nothing(stage: str, tmp_path: Path) -> None
         out = running.output()
         assert READY_LINE not in out
         assert running.leftovers() == [], out
+
+
+def test_ctrl_c_twice_still_cleans_up(tmp_path: Path) -> None:
+    with demo(tmp_path) as running:
+        running.read_until(READY_LINE)
+        os.killpg(running.proc.pid, signal.SIGINT)
+        running.read_until("==> Stopping")
+        os.killpg(running.proc.pid, signal.SIGINT)  # impatient
+        assert running.proc.wait(30) == 130
+        out = running.output()
+        assert running.leftovers() == [], out
+
+
+def test_the_query_link_follows_the_namespace(tmp_path: Path) -> None:
+    env = clean_environ() | {"PROMETHEUS_NAMESPACE": "shop"}
+    result = subprocess.run(
+        [sys.executable, "scripts/demo_traffic.py", "link",
+         "http://127.0.0.1:9090", "sum(rate(http_server_request_duration_seconds_count[1m]))"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    expr = urllib.parse.parse_qs(urllib.parse.urlsplit(result.stdout.strip()).query)["g0.expr"]
+    assert expr == ["sum(rate(shop_http_server_request_duration_seconds_count[1m]))"]
 
 
 def test_a_terminate_signal_to_the_script_alone_stops_everything(tmp_path: Path) -> None:
