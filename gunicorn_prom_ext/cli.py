@@ -9,6 +9,7 @@ import shlex
 import sys
 from collections.abc import Callable
 
+from .kit.commands import add_dashboard_parser, add_rules_parser
 from .settings import SETTINGS, ConfigError, format_value
 from .sources import CONFIG_FILE_ENV, load_settings
 
@@ -52,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="every service found in Redis, each series labelled gunicorn_service too",
     )
     serve.set_defaults(handler=serve_from_redis)
+    add_dashboard_parser(commands)
+    add_rules_parser(commands)
     return parser
 
 
