@@ -174,7 +174,7 @@ def run_pytest(row: Row, venv_python: Path, result: RowResult) -> None:
     env.pop("VIRTUAL_ENV", None)
     env[SMOKE_SELECTION_ENV] = ",".join(row.cases)
     command = [str(venv_python), "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rfEs",
-               f"--junitxml={junit}", *row.pytest_paths]  # fmt: skip
+               "--tb=short", f"--junitxml={junit}", *row.pytest_paths]  # fmt: skip
     print(f"matrix: {row.name}: {' '.join(command[1:])}  [{SMOKE_SELECTION_ENV}="
           f"{env[SMOKE_SELECTION_ENV]}]", flush=True)  # fmt: skip
     with open(home / "pytest.log", "wb") as log:
