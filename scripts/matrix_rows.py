@@ -23,6 +23,11 @@ SMOKE_BASE = ("pytest>=8",)
 FRAMEWORK_TESTS = ("tests/test_django_unit.py", "tests/test_django_e2e.py",
                    "tests/test_flask_ext.py", "tests/test_flask_e2e.py")  # fmt: skip
 
+# The core's end-to-end tests, run again on the oldest gunicorn (as before the matrix).
+CORE_E2E = ("tests/test_request_metrics.py", "tests/test_lifecycle.py", "tests/test_chaos.py",
+            "tests/test_user_hooks.py", "tests/test_startup_errors.py",
+            "tests/test_endpoint_e2e.py", "tests/test_launcher.py",
+            "tests/test_relay.py")  # fmt: skip
 ALL_NEWEST = ("sync", "gthread", "gevent", "gevent-early", "asgi", "asgi-accesslog",
               "uvicorn", "uvicorn-worker")  # fmt: skip
 ALL_OLDEST = ("sync", "gthread", "gevent", "gevent-early", "eventlet", "uvicorn",
@@ -88,9 +93,11 @@ ROWS: tuple[Row, ...] = (
         name="gunicorn-22.0",
         python="3.10",
         gunicorn="22.0.0",
-        why="the oldest gunicorn, Python and prometheus_client together",
+        why="the oldest gunicorn, Python and prometheus_client together; the core's "
+        "end-to-end tests too",
         cases=ALL_OLDEST,
-        pins=("prometheus_client==0.20.0",),
+        tests=(SMOKE_FILE, *CORE_E2E),
+        pins=("prometheus_client==0.20.0", "pytest>=8", "trustme>=1.1"),
     ),
     Row(
         name="gunicorn-23.0",
