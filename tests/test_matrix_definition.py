@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import sys
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -95,3 +96,34 @@ def test_oldest_and_newest_dependencies_declared_are_run(rows: ModuleType) -> No
     assert f"Flask=={_declared_floor('Flask')}.*" in pins
     full = [row for row in rows.ROWS if row.pytest_paths == ("tests",)]
     assert len(full) == 1 and full[0].extras == "test", "one row runs the full suite"
+
+
+def test_a_missing_python_is_one_clear_error(
+    rows: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    matrix = _load("matrix")
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.pyenv there
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(matrix.RowError) as caught:
+        matrix.find_python("3.12")
+    message = str(caught.value)
+    assert message.startswith("Python 3.12 not found")
+    assert f"{tmp_path}/.pyenv/versions/3.12.*/bin/python3.12" in message
+    assert "pyenv install 3.12" in message
+    # A pyenv build of that version is found, the newest patch level first.
+    for patch in ("3.12.1", "3.12.10", "3.12-dev"):
+        binary = tmp_path / ".pyenv" / "versions" / patch / "bin" / "python3.12"
+        binary.parent.mkdir(parents=True)
+        binary.write_text("")
+    assert matrix.find_python("3.12") == str(
+        tmp_path / ".pyenv" / "versions" / "3.12.10" / "bin" / "python3.12"
+    )
+
+
+def test_unknown_rows_are_refused_by_name(rows: ModuleType) -> None:
+    matrix = _load("matrix")
+    assert [r.name for r in matrix.select(["gunicorn-2*"])] == [
+        r.name for r in rows.ROWS if r.name.startswith("gunicorn-2")
+    ]
+    with pytest.raises(SystemExit, match=r"no row matches \['nope'\]; rows: newest, "):
+        matrix.select(["nope"])
