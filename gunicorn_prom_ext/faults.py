@@ -32,7 +32,7 @@ class Faults:
     def __init__(self, counters: Counters | None = None) -> None:
         self.counters = counters
         self._logged: set[tuple[str, str]] = set()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a signal handler may count a fault in the holder
 
     def count(self, kind: str) -> None:
         try:

@@ -71,7 +71,10 @@ class MasterSide:
         self.epoch = StorageEpoch()
         self.faults = Faults(fault_counters(directory.path, settings.namespace))
         self._archive = Archive(directory.path, os.getpid(), self.bad_file)
-        self._storage_lock = threading.Lock()  # scrapes (threads) and child_exit (main loop)
+        # Scrapes (threads) and child_exit (main loop, or a signal handler in it: RLock).
+        self._storage_lock = threading.RLock()
+        self._dead: list[int] = []  # pids of exited workers still to fold
+        self._folding = False
         fold_leftovers(directory.path, self._archive, self._fold_lock)
         self._last_sweep = time.monotonic()
         self.endpoint: MetricsEndpoint | None = None
@@ -129,12 +132,25 @@ class MasterSide:
 
     def child_exit(self, worker: Any) -> None:
         self.state.worker_exited(worker)
+        self._dead.append(worker.pid)
+        if self._folding:
+            # gunicorn 22 and 23 run child_exit inside their SIGCHLD handler, which can
+            # interrupt a fold under way in this very thread: that fold takes this pid too.
+            return
+        self._folding = True
+        try:
+            while self._dead:
+                self._fold(self._dead.pop(0))
+        finally:
+            self._folding = False
+
+    def _fold(self, pid: int) -> None:
         directory = self.directory
         if directory is None:
             return
         self.check_storage()
         # Its counts move into the archive; its live gauges (in-flight requests) go.
-        fold_process(directory.path, worker.pid, self._archive, self._fold_lock)
+        fold_process(directory.path, pid, self._archive, self._fold_lock)
         # Now and then, whatever child_exit never saw (an old USR2 generation's files).
         now = time.monotonic()
         if now - self._last_sweep > LEFTOVER_SWEEP_SECONDS:

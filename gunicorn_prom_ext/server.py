@@ -110,8 +110,9 @@ class ServerState:
     exits: dict[str, int] = field(default_factory=lambda: dict.fromkeys(EXIT_REASONS, 0))
     slots: WorkerSlots = field(default_factory=WorkerSlots)
     notes: ExitNotes = field(default_factory=ExitNotes)
-    # Hooks run in the master's main thread, scrapes in the endpoint's thread.
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    # Hooks run in the master's main thread, scrapes in the endpoint's thread. Reentrant:
+    # gunicorn 22 and 23 run child_exit in a signal handler, maybe while pre_fork holds it.
+    lock: threading.RLock = field(default_factory=threading.RLock)
 
     def worker_spawning(self, age: int) -> None:
         with self.lock:

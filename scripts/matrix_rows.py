@@ -89,7 +89,7 @@ ROWS: tuple[Row, ...] = (
         gunicorn="27.0.1",
         why="the Django and Flask adapters' tests on the oldest Django and Flask",
         tests=FRAMEWORK_TESTS,
-        pins=("Django==4.2.*", "Flask==2.3.*", "pytest-django>=4.5",
+        pins=("Django==4.2.*", "Flask==2.3.*", "pytest-django>=4.5", "trustme>=1.1",
               "djangorestframework==3.15.*"),
     ),
     Row(

@@ -274,7 +274,7 @@ class Counters:
         self._file: MetricFile | None = None
         self._totals: dict[tuple[str, ...], float] = {}
         self._positions: dict[tuple[str, ...], int] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a signal handler may count a fault in the holder
         self._fresh = False  # the next file is created anew, never adopted from the path
         self.pending = False  # totals not yet in the file
 

@@ -84,7 +84,8 @@ class DirectoryLock:
         self._writers_waiting = 0
         self._held: set[int] = set()  # descriptors holding a flock right now
         # Taken around opening and closing one, and by fork: a fork never falls between.
-        self._descriptors = natives().threading.Lock()
+        # Reentrant: a signal handler (gunicorn 22-23's SIGCHLD) may run in the holder.
+        self._descriptors = natives().threading.RLock()
         ref = weakref.ref(self)
 
         def call(method: str) -> Callable[[], None]:
@@ -113,7 +114,7 @@ class DirectoryLock:
                 os.close(fd)
         self._held.clear()
         real = natives().threading
-        self._descriptors = real.Lock()
+        self._descriptors = real.RLock()
         self._turn = real.Condition()
         self._readers = self._writers_waiting = 0
         self._writing = False
