@@ -15,6 +15,15 @@ from gunicorn_prom_ext.log import Log
 from gunicorn_prom_ext.storage.files import Counters, metric_file_path
 
 FAULTS_METRIC = "gunicorn_prom_ext_faults"
+# Every kind a fault can have (the README's metrics table explains each). The master
+# writes each at 0 at start: a counter that appears only with its first fault is
+# invisible to increase() and rate(), so the first fault would never show.
+FAULT_KINDS = (
+    "hook", "request", "scrape",
+    "endpoint_bind", "endpoint_serve", "endpoint_connections",
+    "storage", "storage_full", "storage_lost",
+    "redis_push", "redis_stale",
+)  # fmt: skip
 FAULTS_HELP = "Faults gunicorn-prom-ext contained (logged once each), by kind."
 # Distinct (kind, place) pairs remembered for "log once"; bounded so that places carrying
 # varying details cannot grow memory without limit.
@@ -34,10 +43,15 @@ class Faults:
         self._logged: set[tuple[str, str]] = set()
         self._lock = threading.RLock()  # a signal handler may count a fault in the holder
 
-    def count(self, kind: str) -> None:
+    def publish_kinds(self) -> None:
+        """Every kind at 0, so the first fault of a kind is an increase Prometheus sees."""
+        for kind in FAULT_KINDS:
+            self.count(kind, 0.0)
+
+    def count(self, kind: str, amount: float = 1.0) -> None:
         try:
             if self.counters is not None:
-                self.counters.inc(kind)
+                self.counters.inc(kind, amount=amount)
         except Exception:
             pass  # counting must never become a second fault (e.g. a full disk)
 

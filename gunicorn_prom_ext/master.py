@@ -70,6 +70,7 @@ class MasterSide:
         self.state = ServerState(start_time=time.time())
         self.epoch = StorageEpoch()
         self.faults = Faults(fault_counters(directory.path, settings.namespace))
+        self.faults.publish_kinds()
         self._archive = Archive(directory.path, os.getpid(), self.bad_file)
         # Scrapes (threads) and child_exit (main loop, or a signal handler in it: RLock).
         self._storage_lock = threading.RLock()

@@ -352,10 +352,13 @@ class RequestRecorder:
     # -- files -------------------------------------------------------------------------
 
     def publish_idle(self, methods: Iterable[str]) -> None:
-        """Expose the active gauge at 0 before any request, so dashboards are not blank."""
+        """Expose the active gauge (and the queue time histogram) at 0 before any request:
+        dashboards are not blank, and the first requests are an increase rate() sees."""
         for method in methods:
             if method not in self._active:
                 self._new_active(method)
+        if self._queue is not None and self._queue_histogram is None:
+            self._queue_histogram = self._new_queue_histogram()
 
     def write_into(self, histograms: MetricFile, gauges: MetricFile) -> None:
         """Write every value, kept in memory, into these (new) files.
@@ -424,12 +427,12 @@ class RequestRecorder:
             waited = 0.0
         histogram = self._queue_histogram
         if histogram is None:
-            name = self._names.queue
-            histogram = _Histogram(
-                self._histograms, name, HELP["queue"], self._duration_bounds, {}
-            )
-            self._queue_histogram = histogram
+            histogram = self._queue_histogram = self._new_queue_histogram()
         histogram.observe(waited)
+
+    def _new_queue_histogram(self) -> _Histogram:
+        names = self._names
+        return _Histogram(self._histograms, names.queue, HELP["queue"], self._duration_bounds, {})
 
     def _active_key(self, method: str) -> str:
         name = self._names.active

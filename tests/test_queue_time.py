@@ -92,6 +92,7 @@ def test_header_name_is_a_setting_and_off_disables_it(
     assert g.request("/", headers={"X-Request-Start": stamp})[0] == 200
     assert g.request("/", headers={"X-Queue-Start": stamp})[0] == 200
     assert g.wait_for(lambda: _queue(g).get("_count") == 1.0)
+    assert _queue(g)["_bucket[0.005]"] == 0.0  # at 0 from the start, one observation since
     off = gunicorn_factory("testapp:app", env={"PROMETHEUS_QUEUE_TIME_HEADER": "off"}).start()
     assert off.request("/", headers={"X-Request-Start": stamp})[0] == 200
     assert off.wait_for(lambda: off.sum_values("http_server_request_duration_seconds_count"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,6 +51,9 @@ def test_metrics_table_matches_what_a_real_server_exposes(
         g.start(wait_metrics=False)
     g.wait_for(lambda: g.metrics_response()[0] == 200, timeout=10)
     g.request("/items/1", method="POST", body=b"x")
+    # Queue time, and a proxy clock running ahead: their families appear with these.
+    g.request("/", headers={"X-Request-Start": f"t={time.time() - 0.1:.3f}"})
+    g.request("/", headers={"X-Request-Start": f"t={time.time() + 60:.3f}"})
     exposed: dict[str, tuple[str, frozenset[str]]] = {}
     for family in text_string_to_metric_families(g.metrics_text()):
         name = family.name + ("_total" if family.type == "counter" else "")
