@@ -18,7 +18,7 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
-from gunicorn_prom_ext.requests import ROUTE_ENVIRON_KEY
+from gunicorn_prom_ext.labels import ROUTE_ENVIRON_KEY
 
 from .conf import raw_regex_routes
 from .routes import readable_route_label, route_label

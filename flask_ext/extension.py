@@ -33,7 +33,7 @@ from flask import request as _request
 
 from gunicorn_prom_ext.chaining import HOOK_ARITY, with_arity
 from gunicorn_prom_ext.hooks import PrometheusHooks
-from gunicorn_prom_ext.requests import ROUTE_ENVIRON_KEY
+from gunicorn_prom_ext.labels import ROUTE_ENVIRON_KEY
 from gunicorn_prom_ext.settings import SETTINGS, ConfigError, Problem, Settings
 from gunicorn_prom_ext.sources import load_settings
 from gunicorn_prom_ext.values import describe

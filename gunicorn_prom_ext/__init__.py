@@ -6,7 +6,7 @@ PROMETHEUS_MULTIPROC_DIR, set by the first gunicorn hook.
 """
 
 from gunicorn_prom_ext.hooks import PrometheusHooks, install_hooks
-from gunicorn_prom_ext.requests import ROUTE_ENVIRON_KEY
+from gunicorn_prom_ext.labels import ROUTE_ENVIRON_KEY
 from gunicorn_prom_ext.settings import ConfigError, Settings
 from gunicorn_prom_ext.sources import load_settings, load_yaml_config
 

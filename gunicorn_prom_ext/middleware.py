@@ -12,17 +12,11 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from gunicorn_prom_ext.requests import (
-    NO_RESPONSE_STATUS,
-    ROUTE_ENVIRON_KEY,
-    RequestRecorder,
-    Started,
-    body_size,
-    status_label,
-)
+from gunicorn_prom_ext.labels import NO_RESPONSE_STATUS, ROUTE_ENVIRON_KEY, body_size, status_label
+from gunicorn_prom_ext.requests import RequestRecorder, Started
 
 if TYPE_CHECKING:
-    from gunicorn_prom_ext.worker import ThreadRecorders
+    from gunicorn_prom_ext.recorders import ThreadRecorders
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -3,201 +3,50 @@
 This is the hot path: a few microseconds a request. Everything that can be prepared is
 prepared once per label set (file positions, running values); a request then costs a
 clock read, a dict lookup and a handful of 8-byte writes into the thread's own file.
-
-Labels stay bounded whatever clients send: the method is one of the standard nine or
-``_OTHER``, the status one of 100..599 or ``_OTHER``, the route what an adapter wrote
-into the environ (never the raw path), and past ``MAX_SERIES`` label sets per worker new
-ones are folded into the ``_OTHER`` route.
+Label rules live in labels.py.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 import time
-from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 
+from gunicorn_prom_ext.labels import (
+    HELP,
+    MAX_SERIES,
+    NO_RESPONSE_STATUS,
+    OTHER,
+    OTHER_METHOD,
+    OVERFLOW_ROUTE,
+    REQUEST_LABELS,
+    ROUTE_ENVIRON_KEY,
+    STANDARD_METHODS,
+    STATUS_LABELS,
+    MetricNames,
+    SeriesBudget,
+    body_size,
+    route_label,
+)
 from gunicorn_prom_ext.log import Log
 from gunicorn_prom_ext.queue_time import QueueClock, parse_stamp
-from gunicorn_prom_ext.storage.files import MetricFile, le_label, series_key
-
-# The WSGI environ key (or ASGI scope key) through which a framework adapter (or any
-# middleware) names the matched route template, e.g. "/items/<int:pk>". Absent means "no
-# route": the label is then empty, never the raw path, so clients cannot mint series.
-ROUTE_ENVIRON_KEY = "gunicorn_prom_ext.route"
-
-STANDARD_METHODS = frozenset(
-    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
-)
-OTHER = "_OTHER"
-OTHER_METHOD = OTHER
-OVERFLOW_ROUTE = OTHER
-# What the client got when no status line went out: gunicorn's own error page, or nothing.
-NO_RESPONSE_STATUS = "500"
-# A misbehaving adapter could pass raw paths as routes; past this many label sets per
-# worker, new routes are folded into OVERFLOW_ROUTE (and logged once).
-MAX_SERIES = 2000
-# Longer routes are not templates anyone wrote: they count under OVERFLOW_ROUTE.
-MAX_ROUTE_LENGTH = 256
-# A Content-Length above this (1 TiB) is a lie or a mistake: the size counts as unknown.
-MAX_BODY_SIZE = 1 << 40
-_MAX_BODY_DIGITS = len(str(MAX_BODY_SIZE))
-
-REQUEST_LABELS = ("http_request_method", "http_route", "http_response_status_code")
-_STATUS_LABELS: Mapping[object, str] = {code: str(code) for code in range(100, 600)}
-
-
-class MetricNames:
-    """The request metric names, with the optional namespace prefix."""
-
-    def __init__(self, namespace: str) -> None:
-        prefix = f"{namespace}_" if namespace else ""
-        self.duration = prefix + "http_server_request_duration_seconds"
-        self.active = prefix + "http_server_active_requests"
-        self.request_size = prefix + "http_server_request_body_size_bytes"
-        self.response_size = prefix + "http_server_response_body_size_bytes"
-        self.queue = prefix + "http_server_request_queue_duration_seconds"
-        self.queue_skew = prefix + "http_server_request_queue_clock_skew"
-
-
-HELP = {
-    "duration": "Duration of HTTP server requests.",
-    "active": "Number of active HTTP server requests.",
-    "request_size": "Size of HTTP server request bodies.",
-    "response_size": "Size of HTTP server response bodies.",
-    "queue": "Time requests waited between the front proxy's stamp and the worker.",
-    "queue_skew": "Requests whose proxy stamp lay in the future (clock skew); counted as 0 s.",
-}
-
-
-def status_label(code: object) -> str:
-    """The label of a status the client got; anything outside 100..599 is ``_OTHER``."""
-    return _STATUS_LABELS.get(code, OTHER) if type(code) is int else OTHER
-
-
-def body_size(value: object) -> int:
-    """A Content-Length as bytes; 0 (unknown) unless a plain ASCII number up to 1 TiB."""
-    if type(value) is str:
-        if value.isdigit() and value.isascii() and len(value) <= _MAX_BODY_DIGITS:
-            size = int(value)
-            return size if size <= MAX_BODY_SIZE else 0
-        return 0
-    if type(value) is int and 0 <= value <= MAX_BODY_SIZE:
-        return value
-    return 0
-
-
-def route_label(route: object) -> str:
-    """An adapter's route as a label: a str of a sane length that encodes as UTF-8."""
-    if type(route) is not str:
-        return OVERFLOW_ROUTE if route is not None else ""
-    if len(route) > MAX_ROUTE_LENGTH:
-        return OVERFLOW_ROUTE
-    if not route.isascii():
-        try:
-            route.encode("utf-8")
-        except UnicodeEncodeError:  # lone surrogates would break the whole exposition
-            return OVERFLOW_ROUTE
-    return route
-
-
-class SeriesBudget:
-    """The label sets one worker has made, shared by its threads' recorders.
-
-    Consulted only when a recorder meets a label set new to it, never per request.
-    """
-
-    def __init__(self, limit: int = MAX_SERIES) -> None:
-        self._limit = limit
-        self._admitted: set[tuple[str, str, str]] = set()
-        self._lock = threading.Lock()
-        self.overflowed = False
-
-    def admit(self, key: tuple[str, str, str]) -> bool | None:
-        """True: admitted. False: over the limit. None: over the limit, for the first
-        time in this worker (the caller logs it)."""
-        with self._lock:
-            if key in self._admitted:
-                return True
-            if len(self._admitted) >= self._limit:
-                first = not self.overflowed
-                self.overflowed = True
-                return None if first else False
-            self._admitted.add(key)
-            return True
-
-
-def histogram_keys(
-    name: str, help_text: str, bounds: Sequence[float], labels: dict[str, str]
-) -> list[str]:
-    """The file keys of one histogram label set: its buckets (not cumulative), then _sum."""
-    keys = [
-        series_key(name, name + "_bucket", {**labels, "le": le_label(bound)}, help_text)
-        for bound in bounds
-    ]
-    keys.append(series_key(name, name + "_sum", labels, help_text))
-    return keys
-
-
-class _Histogram:
-    """One label set of one histogram: bucket and sum slots with running values.
-
-    The running values live here, in memory; the file is their projection, so a file
-    that goes away can be written again from here.
-    """
-
-    __slots__ = ("bounds", "counts", "file", "indexes", "keys", "sum", "sum_index")
-
-    def __init__(
-        self,
-        file: MetricFile,
-        name: str,
-        help_text: str,
-        bounds: Sequence[float],
-        labels: dict[str, str],
-    ) -> None:
-        self.bounds = tuple(bounds)
-        self.keys = histogram_keys(name, help_text, self.bounds, labels)
-        # A reused file (a pid seen before) carries on from its predecessor's values.
-        self.counts = [file.stored_value(key) for key in self.keys[:-1]]
-        self.sum = file.stored_value(self.keys[-1])
-        self.place(file)
-
-    def place(self, file: MetricFile) -> None:
-        """Point at the key slots of a file that has every key (see make_room)."""
-        # Slots as indexes into the file's array of doubles (byte offset / 8).
-        indexes = [file.position(key) >> 3 for key in self.keys]
-        self.file = file
-        self.indexes = indexes[:-1]
-        self.sum_index = indexes[-1]
-
-    def write_into(self, file: MetricFile) -> None:
-        """Write this label set's values into a file (a new one; see relocate)."""
-        for key, value in zip(self.keys, [*self.counts, self.sum], strict=True):
-            file.write(file.position(key), value)
-
-    def observe(self, value: float) -> None:
-        i = bisect_left(self.bounds, value)
-        count = self.counts[i] + 1.0
-        self.counts[i] = count
-        doubles = self.file.doubles
-        doubles[self.indexes[i]] = count
-        self.sum += value
-        doubles[self.sum_index] = self.sum
+from gunicorn_prom_ext.storage.files import MetricFile, series_key
+from gunicorn_prom_ext.storage.histogram import FileHistogram, histogram_keys
 
 
 class _Series:
     __slots__ = ("duration", "request_size", "response_size")
 
-    def __init__(self, duration: _Histogram, request_size: _Histogram, response: _Histogram):
+    def __init__(
+        self, duration: FileHistogram, request_size: FileHistogram, response: FileHistogram
+    ) -> None:
         self.duration = duration
         self.request_size = request_size
         self.response_size = response
 
-    def histograms(self) -> tuple[_Histogram, _Histogram, _Histogram]:
+    def histograms(self) -> tuple[FileHistogram, FileHistogram, FileHistogram]:
         return self.duration, self.request_size, self.response_size
 
 
@@ -247,7 +96,7 @@ class RequestRecorder:
         self._pending: Started | None = None
         self._queue = queue
         self._queue_key = queue.environ_key if queue is not None else None
-        self._queue_histogram: _Histogram | None = None
+        self._queue_histogram: FileHistogram | None = None
         self.epoch = 0  # the storage epoch these files belong to (see worker.py)
 
     # -- the hooks' way in (pre_request / post_request) --------------------------------
@@ -285,7 +134,7 @@ class RequestRecorder:
             # without a status (an app that never called start_response gets a status
             # line of "None" from gunicorn) count as _OTHER.
             if resp is not None and resp.headers_sent:
-                status = _STATUS_LABELS.get(getattr(resp, "status_code", None), OTHER)
+                status = STATUS_LABELS.get(getattr(resp, "status_code", None), OTHER)
                 sent = resp.sent
                 if not sent:  # the sendfile path counts nothing in `sent`
                     sent = body_size(resp.response_length)
@@ -430,9 +279,9 @@ class RequestRecorder:
             histogram = self._queue_histogram = self._new_queue_histogram()
         histogram.observe(waited)
 
-    def _new_queue_histogram(self) -> _Histogram:
-        names = self._names
-        return _Histogram(self._histograms, names.queue, HELP["queue"], self._duration_bounds, {})
+    def _new_queue_histogram(self) -> FileHistogram:
+        name, bounds = self._names.queue, self._duration_bounds
+        return FileHistogram(self._histograms, name, HELP["queue"], bounds, {})
 
     def _active_key(self, method: str) -> str:
         name = self._names.active
@@ -468,7 +317,7 @@ class RequestRecorder:
         )
         # All or nothing: a full disk must not leave a label set half in the file.
         file.make_room(k for spec in specs for k in histogram_keys(*spec, labels))
-        duration, request, response = (_Histogram(file, *spec, labels) for spec in specs)
+        duration, request, response = (FileHistogram(file, *spec, labels) for spec in specs)
         series = self._series[key] = _Series(duration, request, response)
         return series
 

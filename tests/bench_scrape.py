@@ -28,7 +28,8 @@ from types import SimpleNamespace
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from gunicorn_prom_ext.requests import MetricNames, RequestRecorder
+from gunicorn_prom_ext.labels import MetricNames
+from gunicorn_prom_ext.requests import RequestRecorder
 from gunicorn_prom_ext.settings import Settings
 from gunicorn_prom_ext.storage.files import Counters, MetricFile, metric_file_path
 from gunicorn_prom_ext.storage.fold import Archive, DirectoryLock, files_of, fold_process

@@ -26,7 +26,7 @@ from django.test import AsyncRequestFactory, override_settings  # noqa: E402
 from harness import Gunicorn  # noqa: E402
 
 from django_app.middleware import RouteMiddleware  # noqa: E402
-from gunicorn_prom_ext.requests import ROUTE_ENVIRON_KEY  # noqa: E402
+from gunicorn_prom_ext.labels import ROUTE_ENVIRON_KEY  # noqa: E402
 
 Scope = dict[str, Any]
 

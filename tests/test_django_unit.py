@@ -33,7 +33,7 @@ from django_app.management.commands.rungunicorn import (  # noqa: E402
     split_arguments,
 )
 from django_app.middleware import RouteMiddleware  # noqa: E402
-from gunicorn_prom_ext.requests import ROUTE_ENVIRON_KEY  # noqa: E402
+from gunicorn_prom_ext.labels import ROUTE_ENVIRON_KEY  # noqa: E402
 from gunicorn_prom_ext.settings import SETTINGS, ConfigError, Settings  # noqa: E402
 from gunicorn_prom_ext.sources import CONFIG_FILE_ENV  # noqa: E402
 

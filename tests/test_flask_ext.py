@@ -23,8 +23,8 @@ import flask_ext.extension as extension
 from flask_ext import EXTENSION_KEY, FlaskState, PrometheusGunicorn
 from flask_ext.cli import run_gunicorn
 from gunicorn_prom_ext.chaining import HOOK_ARITY
+from gunicorn_prom_ext.labels import ROUTE_ENVIRON_KEY
 from gunicorn_prom_ext.launcher import GunicornLauncher
-from gunicorn_prom_ext.requests import ROUTE_ENVIRON_KEY
 from gunicorn_prom_ext.settings import SETTINGS, ConfigError
 
 FLASK_APPS = Path(__file__).resolve().parent / "flask_apps"

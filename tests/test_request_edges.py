@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from harness import Gunicorn, Samples
 
-from gunicorn_prom_ext.requests import MAX_SERIES
+from gunicorn_prom_ext.labels import MAX_SERIES
 
 pytestmark = pytest.mark.slow
 GunicornFactory = Callable[..., Gunicorn]

@@ -14,7 +14,7 @@ import psutil
 import pytest
 from harness import Gunicorn, require_tool
 
-from gunicorn_prom_ext.requests import STANDARD_METHODS
+from gunicorn_prom_ext.labels import STANDARD_METHODS
 
 pytestmark = pytest.mark.slow
 GunicornFactory = Callable[..., Gunicorn]
