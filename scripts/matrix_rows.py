@@ -15,6 +15,8 @@ SMOKE_FILE = "tests/test_smoke.py"
 WORKER_PACKAGES = {
     "gevent": ("gevent",),
     "gevent-early": ("gevent",),
+    "gevent-pywsgi": ("gevent",),
+    "tornado": ("tornado",),
     "eventlet": ("eventlet",),
     "uvicorn": ("uvicorn",),
     "uvicorn-worker": ("uvicorn-worker",),
@@ -30,10 +32,10 @@ CORE_E2E = ("tests/test_request_metrics.py", "tests/test_lifecycle.py", "tests/t
             "tests/test_user_hooks.py", "tests/test_startup_errors.py",
             "tests/test_endpoint_e2e.py", "tests/test_launcher.py",
             "tests/test_relay.py")  # fmt: skip
-ALL_NEWEST = ("sync", "gthread", "gevent", "gevent-early", "asgi", "asgi-accesslog",
-              "uvicorn", "uvicorn-worker")  # fmt: skip
-ALL_OLDEST = ("sync", "gthread", "gevent", "gevent-early", "eventlet", "uvicorn",
-              "uvicorn-worker")  # fmt: skip
+ALL_NEWEST = ("sync", "gthread", "gevent", "gevent-early", "gevent-pywsgi", "tornado", "asgi",
+              "asgi-accesslog", "uvicorn", "uvicorn-worker")  # fmt: skip
+ALL_OLDEST = ("sync", "gthread", "gevent", "gevent-early", "gevent-pywsgi", "tornado",
+              "eventlet", "uvicorn", "uvicorn-worker")  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -131,6 +131,7 @@ def cpu_seconds(proc: psutil.Process) -> float:
 def measure(
     server: Gunicorn, variant: str, mode: str, index: int, args: argparse.Namespace, wrk: str
 ) -> Round:
+    pin(server, args.server_core)  # threads started since the last round too
     worker = the_worker(server)
     before = cpu_seconds(worker)
     out = run_wrk(wrk, server.app_url, args.seconds, args.connections, args.load_core)
@@ -142,11 +143,18 @@ def measure(
 
 
 def pin(server: Gunicorn, core: int | None) -> None:
-    """Master and worker on one core (the worker is what we measure; the master idles)."""
+    """Master and worker on one core (the worker is what we measure; the master idles).
+
+    Every thread: affinity is per thread, and a thread started before the pinning (a
+    gthread pool thread, the package's watch thread) would otherwise run on the load
+    generator's core, making gthread figures swing by tens of µs from run to run.
+    """
     if core is None:
         return
     for pid in [server.master_pid, *server.worker_pids()]:
-        os.sched_setaffinity(pid, {core})
+        for thread in psutil.Process(pid).threads():
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(thread.id, {core})
 
 
 def bench_variant(
