@@ -34,7 +34,7 @@ from gunicorn_prom_ext.worker_classes import Recording, recording_for
 
 if TYPE_CHECKING:
     from gunicorn_prom_ext.endpoint import MetricsEndpoint
-    from gunicorn_prom_ext.storage.redis import RedisPusher
+    from gunicorn_prom_ext.storage.redis_push import RedisPusher
 
 # Files child_exit never saw (an old USR2 generation's, say) are folded at most this often.
 LEFTOVER_SWEEP_SECONDS = 30.0
@@ -120,7 +120,7 @@ class MasterSide:
         )
         self.endpoint.start()
         if self.settings.redis_enabled:
-            from gunicorn_prom_ext.storage.redis import RedisPusher
+            from gunicorn_prom_ext.storage.redis_push import RedisPusher
 
             self._pusher = RedisPusher.for_master(
                 self.settings, registry, arbiter.log, start_time=self.state.start_time,

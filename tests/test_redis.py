@@ -45,7 +45,6 @@ from gunicorn_prom_ext.sidecar_merge import merge_snapshots
 from gunicorn_prom_ext.storage.redis import (
     INSTANCE_LABEL,
     SERVICE_LABEL,
-    RedisPusher,
     credentials_problem,
     default_instance_id,
     index_key,
@@ -53,6 +52,7 @@ from gunicorn_prom_ext.storage.redis import (
     prefix_of_index,
     redis_target,
 )
+from gunicorn_prom_ext.storage.redis_push import RedisPusher
 from gunicorn_prom_ext.storage.redis_scripts import PUSH_SCRIPT
 from gunicorn_prom_ext.storage.snapshot import Snapshot, deserialise, serialise
 
