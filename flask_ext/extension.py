@@ -26,30 +26,43 @@ import functools
 import logging
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import request as _request
 
+from flask_ext.config import (
+    APP_LOGGER_KEY,
+    CONFIG_PREFIX,
+    CONFIG_SOURCE,
+    METRICS_ROUTE_KEY,
+    config_key,
+    read_config,
+)
+from flask_ext.gunicorn_log import GunicornErrorLogHandler, share_gunicorn_log
 from gunicorn_prom_ext.chaining import HOOK_ARITY, with_arity
 from gunicorn_prom_ext.hooks import PrometheusHooks
 from gunicorn_prom_ext.labels import ROUTE_ENVIRON_KEY
-from gunicorn_prom_ext.settings import SETTINGS, ConfigError, Problem, Settings
-from gunicorn_prom_ext.sources import load_settings
-from gunicorn_prom_ext.values import describe
+from gunicorn_prom_ext.settings import SETTINGS, Settings
 
 if TYPE_CHECKING:
     from flask import Flask
-    from flask.config import Config
     from flask.wrappers import Response
 
+__all__ = [  # names the package and the command import from here
+    "APP_LOGGER_KEY",
+    "CONFIG_PREFIX",
+    "CONFIG_SOURCE",
+    "EXTENSION_KEY",
+    "METRICS_ROUTE_KEY",
+    "FlaskState",
+    "GunicornErrorLogHandler",
+    "PrometheusGunicorn",
+    "config_key",
+    "share_gunicorn_log",
+]
+
 EXTENSION_KEY = "gunicorn_prometheus"
-CONFIG_PREFIX = "GUNICORN_PROMETHEUS_"
-# Keys of this extension only (not core settings).
-METRICS_ROUTE_KEY = CONFIG_PREFIX + "METRICS_ROUTE"
-APP_LOGGER_KEY = CONFIG_PREFIX + "APP_LOGGER"
-_EXTENSION_KEYS = frozenset({METRICS_ROUTE_KEY, APP_LOGGER_KEY})
-CONFIG_SOURCE = "app.config"
 METRICS_ENDPOINT = "gunicorn_prometheus_metrics"
 
 # The hooks gunicorn calls in the master; the others run in a worker.
@@ -66,11 +79,6 @@ _PER_REQUEST_HOOKS = frozenset({"pre_request", "post_request"})
 
 Hook = Callable[..., Any]
 H = TypeVar("H", bound=Callable[..., Any])
-
-
-def config_key(field: str) -> str:
-    """The app.config key of a core setting: ``metrics_port`` → GUNICORN_PROMETHEUS_METRICS_PORT."""
-    return CONFIG_PREFIX + field.upper()
 
 
 @dataclass(frozen=True)
@@ -298,53 +306,6 @@ class PrometheusGunicorn:
         core.add(first, loaded)
 
 
-# -- configuration ----------------------------------------------------------------------------
-
-
-def read_config(config: Config) -> tuple[dict[str, object], Settings, str | None, bool]:
-    """(core settings given in app.config, the resolved settings, metrics route, app_logger).
-
-    Every problem is reported at once, as one ConfigError naming the app.config keys.
-    """
-    given: dict[str, object] = {
-        key[len(CONFIG_PREFIX):]: value
-        for key, value in config.items()
-        if key.startswith(CONFIG_PREFIX) and key not in _EXTENSION_KEYS
-    }
-    problems: list[Problem] = []
-    settings: Settings | None = None
-    try:
-        settings = load_settings(framework=given, framework_source=CONFIG_SOURCE).settings
-    except ConfigError as exc:
-        problems.extend(_named_by_config_key(p) for p in exc.problems)
-
-    route = config.get(METRICS_ROUTE_KEY)
-    if route in (None, "", False):
-        route = None
-    elif not isinstance(route, str) or not route.startswith("/"):
-        problems.append(Problem(METRICS_ROUTE_KEY, CONFIG_SOURCE,
-                                "a URL path starting with / (or None for no route)",
-                                describe(route)))  # fmt: skip
-    app_logger = config.get(APP_LOGGER_KEY)
-    if not isinstance(app_logger, bool):
-        problems.append(Problem(APP_LOGGER_KEY, CONFIG_SOURCE, "True or False",
-                                describe(app_logger)))  # fmt: skip
-    if problems:
-        raise ConfigError(problems)
-    assert settings is not None
-    framework = {k: v for k, v in given.items() if v is not None}
-    return framework, settings, route, bool(app_logger)
-
-
-def _named_by_config_key(problem: Problem) -> Problem:
-    if problem.source != CONFIG_SOURCE:
-        return problem
-    hint = problem.hint
-    if hint.startswith("did you mean "):
-        hint = f"did you mean {CONFIG_PREFIX}{hint.removeprefix('did you mean ')}"
-    return replace(problem, key=CONFIG_PREFIX + problem.key, hint=hint)
-
-
 def _state(app: Flask) -> FlaskState:
     state = app.extensions.get(EXTENSION_KEY)
     if not isinstance(state, FlaskState):
@@ -384,45 +345,6 @@ def _metrics_view() -> Response:
     state = _state(current_app)
     status, headers, body = relay_scrape(state.master_settings, dict(request.headers.items()))
     return Response(body, status=status, headers=headers)
-
-
-# -- logging ----------------------------------------------------------------------------------
-
-
-class GunicornErrorLogHandler(logging.Handler):
-    """Hands app.logger's records to gunicorn's error logger (its handlers, its format)."""
-
-    def __init__(self, error_log: logging.Logger) -> None:
-        super().__init__()
-        self.error_log = error_log
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.error_log.handle(record)
-
-
-_LEVEL_FROM_GUNICORN = "_gunicorn_prom_ext_level"
-
-
-def share_gunicorn_log(logger: logging.Logger, gunicorn_log: Any) -> None:
-    """Make ``logger`` (app.logger) write into gunicorn's error log.
-
-    Flask's default stderr handler is replaced by one that passes records to gunicorn's
-    ``gunicorn.error`` logger, so they get gunicorn's handlers and format (--error-logfile,
-    --log-config, USR1 reopening). Handlers the project added stay. Unless the project
-    set a level on app.logger, it follows gunicorn's --log-level. Idempotent.
-    """
-    error_log = getattr(gunicorn_log, "error_log", None)
-    if not isinstance(error_log, logging.Logger):
-        return  # a custom logger_class without gunicorn's error logger: leave it alone
-    from flask.logging import default_handler
-
-    for handler in list(logger.handlers):
-        if handler is default_handler or isinstance(handler, GunicornErrorLogHandler):
-            logger.removeHandler(handler)
-    logger.addHandler(GunicornErrorLogHandler(error_log))
-    if logger.level == logging.NOTSET or getattr(logger, _LEVEL_FROM_GUNICORN, False):
-        logger.setLevel(error_log.getEffectiveLevel())
-        setattr(logger, _LEVEL_FROM_GUNICORN, True)
 
 
 # -- the core ---------------------------------------------------------------------------------
