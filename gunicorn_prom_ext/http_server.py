@@ -25,11 +25,11 @@ import os
 import socket
 import ssl
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .forks import act_around_forks
 from .natives import Natives, natives
 
 ACCEPT_BATCH = 64  # connections taken per wake-up, so a burst cannot starve the reaper
@@ -94,7 +94,7 @@ class BoundedServer:
             self.socket.close()
             raise
         self.server_address = self.socket.getsockname()
-        _close_copies_after_fork(self)
+        act_around_forks(self)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -226,13 +226,13 @@ class BoundedServer:
 
     # -- fork -------------------------------------------------------------------------------
 
-    def _before_fork(self) -> None:
+    def before_fork(self) -> None:
         self._fork_lock.acquire()
 
-    def _after_fork_in_parent(self) -> None:
+    def after_fork_in_parent(self) -> None:
         self._fork_lock.release()
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
         # Only the forking thread exists here: no lock is needed (or safe) but ours.
         self._fork_lock = self._real.threading.Lock()
         self._lock = self._real.threading.Lock()
@@ -245,24 +245,3 @@ class BoundedServer:
         self._connections.clear()
         with contextlib.suppress(OSError):
             self.socket.close()
-
-
-def _close_copies_after_fork(server: BoundedServer) -> None:
-    # register_at_fork cannot be undone: hold the server weakly, so a stopped one goes.
-    ref = weakref.ref(server)
-
-    def call(method: str) -> Callable[[], None]:
-        def run() -> None:
-            target = ref()
-            if target is not None:
-                getattr(target, method)()
-
-        return run
-
-    os.register_at_fork(
-        before=call("_before_fork"),
-        after_in_parent=call("_after_fork_in_parent"),
-        after_in_child=call("_after_fork_in_child"),
-    )
-
-

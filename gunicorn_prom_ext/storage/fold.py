@@ -18,9 +18,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import weakref
 from collections.abc import Callable, Iterator
 
+from gunicorn_prom_ext.forks import act_around_forks
 from gunicorn_prom_ext.natives import natives
 from gunicorn_prom_ext.storage.files import MetricFile, read_entries
 from gunicorn_prom_ext.storage.names import (
@@ -86,29 +86,15 @@ class DirectoryLock:
         # Taken around opening and closing one, and by fork: a fork never falls between.
         # Reentrant: a signal handler (gunicorn 22-23's SIGCHLD) may run in the holder.
         self._descriptors = natives().threading.RLock()
-        ref = weakref.ref(self)
+        act_around_forks(self)
 
-        def call(method: str) -> Callable[[], None]:
-            def run() -> None:
-                lock = ref()
-                if lock is not None:
-                    getattr(lock, method)()
-
-            return run
-
-        os.register_at_fork(
-            before=call("_before_fork"),
-            after_in_parent=call("_after_fork_in_parent"),
-            after_in_child=call("_after_fork_in_child"),
-        )
-
-    def _before_fork(self) -> None:
+    def before_fork(self) -> None:
         self._descriptors.acquire()
 
-    def _after_fork_in_parent(self) -> None:
+    def after_fork_in_parent(self) -> None:
         self._descriptors.release()
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
         for fd in list(self._held):
             with contextlib.suppress(OSError):
                 os.close(fd)
