@@ -14,7 +14,7 @@ The master logs the way once at start, so a set-up that cannot be measured says 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 Way = Literal["hooks", "asgi", "wsgi"]
 
@@ -88,3 +88,14 @@ def recording_for(worker_class: type) -> Recording:
     if "gunicorn.workers.base_async.AsyncWorker" in names:
         return HOOKS_GREEN  # gevent, eventlet
     return HOOKS_IF_CALLED
+
+
+def serves_asgi(cfg: Any) -> bool:
+    """Whether the worker class of a gunicorn configuration calls the app as an ASGI app
+    (uvicorn's, gunicorn's asgi): what a framework command must hand it. The class is
+    loaded without ``cfg.worker_class``, which would run its setup() a second time."""
+    from gunicorn.util import load_class
+
+    uri = cfg.settings["worker_class"].get()
+    worker_class = uri if isinstance(uri, type) else load_class(uri)
+    return recording_for(worker_class).way == "asgi"

@@ -34,7 +34,7 @@ from gunicorn_prom_ext.launcher import (
 )
 from gunicorn_prom_ext.settings import ConfigError, Settings
 from gunicorn_prom_ext.storage.directory import prometheus_client_single_process
-from gunicorn_prom_ext.worker_classes import recording_for
+from gunicorn_prom_ext.worker_classes import serves_asgi
 
 # Django's options, long forms only: gunicorn owns every short option (-v is --version).
 _DJANGO_VALUED = {
@@ -306,13 +306,3 @@ def load_app(cfg: Any) -> Any:
     from django.core.servers.basehttp import get_internal_wsgi_application
 
     return get_internal_wsgi_application()
-
-
-def serves_asgi(cfg: Any) -> bool:
-    """Whether gunicorn's configured worker class calls the app as an ASGI app. The class
-    is loaded without cfg.worker_class, which would run its setup() a second time."""
-    from gunicorn.util import load_class
-
-    uri = cfg.settings["worker_class"].get()
-    worker_class = uri if isinstance(uri, type) else load_class(uri)
-    return recording_for(worker_class).way == "asgi"
