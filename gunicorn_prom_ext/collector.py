@@ -54,6 +54,10 @@ def worker_capacity(arbiter: Any) -> int:
         return 1
     if "gunicorn.workers.gthread.ThreadWorker" in names:
         return int(cfg.threads)
+    if "gunicorn.workers.gtornado.TornadoWorker" in names:
+        # tornado runs a WSGI app (the only kind recorded there) in its IOLoop, one
+        # request at a time.
+        return 1
     return int(cfg.worker_connections)
 
 

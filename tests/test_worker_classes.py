@@ -3,6 +3,7 @@
 - uvicorn's worker recycling itself after --max-requests, and dying of a re-raised SIGINT
   after a graceful shutdown (a Ctrl-C): the exit reasons;
 - a project's own subclass of uvicorn's worker, and of gunicorn's sync and gthread ones;
+  tornado's capacity;
 - apps that are not a coroutine function: an ASGI 2 app under uvicorn, a functools.partial
   under gunicorn's asgi worker, a tornado Application and a WSGIContainer under tornado's
   worker — each served exactly as without this package, and recorded where it can be;
@@ -192,6 +193,16 @@ def test_capacity_of_a_projects_worker_subclass(
         "smoke_wsgi:app", *FAST, "-k", worker_class, "--threads", "3", workers=2
     ).start()
     assert g.value("gunicorn_worker_capacity") == capacity
+    assert g.request("/items/1") == (200, b"item 1")
+    counted(g, {("GET", "/items/<n>", "200"): 1})
+
+
+def test_tornado_capacity_is_one_request_per_worker(gunicorn_factory: GunicornFactory) -> None:
+    """tornado runs a WSGI app in its IOLoop, one request at a time: 2 workers serve 2 at
+    once, not 2 times worker_connections."""
+    require_module("tornado")
+    g = gunicorn_factory("smoke_wsgi:app", *FAST, "-k", "tornado", workers=2).start()
+    assert g.value("gunicorn_worker_capacity") == 2
     assert g.request("/items/1") == (200, b"item 1")
     counted(g, {("GET", "/items/<n>", "200"): 1})
 
