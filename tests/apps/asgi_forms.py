@@ -29,8 +29,9 @@ async def _answer(scope: Scope, receive: Receive, send: Send, name: bytes = b"ap
     if scope["type"] != "http":
         return
     scope[ROUTE_KEY] = "/form"
-    await send({"type": "http.response.start", "status": 201,
-                "headers": [(b"content-type", b"text/plain")]})  # fmt: skip
+    # A length: gunicorn 24's asgi worker never ends a response without one.
+    headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(name)).encode())]
+    await send({"type": "http.response.start", "status": 201, "headers": headers})
     await send({"type": "http.response.body", "body": name})
 
 
