@@ -82,6 +82,7 @@ def _serve(
     from gunicorn_prom_ext.hooks import PrometheusHooks
     from gunicorn_prom_ext.launcher import GunicornLauncher, export_multiproc_dir
     from gunicorn_prom_ext.settings import ConfigError
+    from gunicorn_prom_ext.worker_classes import serves_asgi
 
     # Before the app is imported: it may import prometheus_client.
     export_multiproc_dir(settings)
@@ -107,7 +108,7 @@ def _serve(
         if value is not None:
             defaults[setting] = value
 
-    GunicornLauncher(
+    launcher = GunicornLauncher(
         lambda: app,
         argv,
         hooks=PrometheusHooks(
@@ -118,7 +119,13 @@ def _serve(
         defaults=defaults,
         extra_hooks=state.extension.gunicorn_hooks(app),
         prog="flask run-gunicorn",
-    ).run()
+    )
+    if serves_asgi(launcher.cfg):  # it would answer 500 to every request
+        raise click.ClickException(
+            f"worker class {launcher.cfg.worker_class_str} serves ASGI apps, and a Flask "
+            "app is a WSGI app: use a WSGI worker class (sync, gthread, gevent, …)"
+        )
+    launcher.run()
 
 
 def _address(host: str, port: int) -> str:

@@ -21,6 +21,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from gunicorn_prom_ext.server import EXIT_REASONS, ServerState
+from gunicorn_prom_ext.worker_classes import class_names
 
 _TCP_INFO = struct.Struct("B" * 8 + "I" * 24)
 
@@ -45,13 +46,18 @@ def accept_queue_length(listener: Any) -> int | None:
 
 
 def worker_capacity(arbiter: Any) -> int:
-    """Requests one worker can serve at once, for its worker class."""
+    """Requests one worker can serve at once, for its worker class (a project's subclass
+    of gunicorn's sync or gthread worker included: judged by the classes it derives from)."""
     cfg = arbiter.cfg
-    kind = cfg.worker_class_str
-    if kind in ("sync",) or str(kind).endswith("SyncWorker"):
+    names = class_names(arbiter.worker_class)
+    if "gunicorn.workers.sync.SyncWorker" in names:
         return 1
-    if kind == "gthread" or str(kind).endswith("ThreadWorker"):
+    if "gunicorn.workers.gthread.ThreadWorker" in names:
         return int(cfg.threads)
+    if "gunicorn.workers.gtornado.TornadoWorker" in names:
+        # tornado runs a WSGI app (the only kind recorded there) in its IOLoop, one
+        # request at a time.
+        return 1
     return int(cfg.worker_connections)
 
 

@@ -8,7 +8,9 @@ and status rule: the status the client got, 500 when no status line went out.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import sys
 from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any
 
@@ -25,24 +27,69 @@ Send = Callable[[Message], Awaitable[None]]
 AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
+# uvicorn's choice (uvicorn._compat): asyncio's before 3.14 also sees asgiref's marker.
+_iscoroutinefunction: Callable[[Any], bool] = (
+    inspect.iscoroutinefunction if sys.version_info >= (3, 14) else asyncio.iscoroutinefunction
+)
+
 
 def is_asgi3(app: object) -> bool:
-    """An ASGI 3 app is a coroutine function or an object whose __call__ is one (the
-    test uvicorn applies too)."""
+    """Whether uvicorn runs ``app`` as an ASGI 3 app (else as ASGI 2), by uvicorn's own rule
+    (``uvicorn.config.Config.load``): a class is ASGI 3 when its instances are awaitable, a
+    function when it is a coroutine function, anything else when its ``__call__`` is one."""
     if inspect.isclass(app):
-        return False
-    if inspect.isfunction(app) or inspect.ismethod(app):
-        return inspect.iscoroutinefunction(app)
-    return inspect.iscoroutinefunction(vars(type(app)).get("__call__")) or any(
-        inspect.iscoroutinefunction(vars(base).get("__call__")) for base in type(app).__mro__
-    )
+        return hasattr(app, "__await__")
+    if inspect.isfunction(app):
+        return _iscoroutinefunction(app)
+    # getattr, as uvicorn does: an instance's own __call__ attribute counts too.
+    return _iscoroutinefunction(getattr(app, "__call__", None))  # noqa: B004
 
 
-def wrap_app(app: Any, way: str, recorders: ThreadRecorders) -> Any | None:
-    """The app wrapped for ``way`` ("asgi" or "wsgi"); None if it cannot be measured."""
+def wrap_app(
+    app: Any, way: str, recorders: ThreadRecorders, *, runs_asgi2: bool = False
+) -> Any | None:
+    """The app wrapped for ``way`` ("asgi" or "wsgi"), to be run exactly as the server
+    would run the app itself; None if it cannot be measured.
+
+    ``runs_asgi2``: the server (uvicorn) runs an app that is not ASGI 3 as ASGI 2; the
+    wrapper then calls it that way. gunicorn's asgi worker calls any app as ASGI 3."""
+    if not callable(app):
+        return None
     if way == "asgi":
-        return AsgiRecorder(app, recorders) if is_asgi3(app) else None
-    return WsgiRecorder(app, recorders) if callable(app) else None
+        if runs_asgi2 and not is_asgi3(app):
+            app = Asgi2Caller(app)
+        return AsgiRecorder(app, recorders)
+    tornado = _tornado_kind(app)
+    if tornado == "application":
+        return None  # served by tornado itself, not through WSGI: nothing to wrap
+    if tornado == "wsgi_container":
+        # gunicorn's tornado worker serves a WSGIContainer as it is: wrap the WSGI app in it.
+        app.wsgi_application = WsgiRecorder(app.wsgi_application, recorders)
+        return app
+    return WsgiRecorder(app, recorders)
+
+
+def _tornado_kind(app: object) -> str | None:
+    """What gunicorn's tornado worker serves without a WSGIContainer of its own: a
+    ``tornado.web.Application`` or a ``WSGIContainer`` (wrapping either as a WSGI app
+    would hand tornado something it calls with the wrong arguments)."""
+    web, wsgi = sys.modules.get("tornado.web"), sys.modules.get("tornado.wsgi")
+    if web is not None and isinstance(app, web.Application):
+        return "application"
+    if wsgi is not None and isinstance(app, wsgi.WSGIContainer):
+        return "wsgi_container"
+    return None
+
+
+class Asgi2Caller:
+    """An ASGI 2 app called as uvicorn calls one (its ASGI2Middleware)."""
+
+    def __init__(self, app: Callable[[Scope], Any]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        instance = self.app(scope)
+        await instance(receive, send)
 
 
 class AsgiRecorder:
@@ -51,11 +98,13 @@ class AsgiRecorder:
     def __init__(self, app: AsgiApp, recorders: ThreadRecorders) -> None:
         self.app = app
         self._recorders = recorders
+        self.requests = 0  # http requests seen: what uvicorn counts for --max-requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("type") != "http":
             await self.app(scope, receive, send)
             return
+        self.requests += 1
         recorder = self._recorders.current()
         started: Started | None = None
         if recorder is not None:

@@ -9,6 +9,8 @@ eventlet.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import select as _select
 import socket as _socket
 import ssl as _ssl
@@ -24,8 +26,14 @@ class Natives:
     threading: ModuleType
     socket: ModuleType
     select: ModuleType
-    ssl: ModuleType
     time: ModuleType
+    patched: bool = False  # eventlet patched these in place; the fields hold the originals
+
+    @functools.cached_property
+    def ssl(self) -> ModuleType:
+        """An ssl module whose sockets are real ones (made on first use: only the
+        endpoint's TLS needs it)."""
+        return _ssl_over(self.socket) if self.patched else _ssl
 
 
 def natives() -> Natives:
@@ -34,7 +42,27 @@ def natives() -> Natives:
     if patcher is not None and patcher.is_monkey_patched("thread"):
         original = patcher.original
         return Natives(original("threading"), original("socket"), original("select"),
-                       original("ssl"), original("time"))  # fmt: skip
+                       original("time"), patched=True)  # fmt: skip
     # gevent patched into the master by a config file is not a problem: its hub runs
     # whenever the master's main loop sleeps, so green threads serve scrapes in time.
-    return Natives(_threading, _socket, _select, _ssl, _time)
+    return Natives(_threading, _socket, _select, _time)
+
+
+def _ssl_over(real_socket: ModuleType) -> ModuleType:
+    """A fresh copy of ssl, imported while ``socket`` is the real module.
+
+    eventlet's ``original("ssl")`` is not enough: it imports ssl again next to the patched
+    socket module, so its SSLSocket derives from eventlet's GreenSocket and every TLS
+    handshake fails ("_wrap_socket() argument 'sock' must be _socket.socket"). eventlet's
+    own ``original()`` swaps sys.modules the same way for the modules it knows about."""
+    saved = {name: sys.modules.get(name) for name in ("socket", "ssl")}
+    try:
+        sys.modules["socket"] = real_socket
+        sys.modules.pop("ssl", None)
+        return importlib.import_module("ssl")
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module

@@ -42,15 +42,18 @@ class ExitNotes:
         return _NOTE_REASONS.get(self._map[age % self.SIZE])
 
 
-def exit_reason_in_worker(worker: Any) -> str:
+def exit_reason_in_worker(worker: Any, served: int = 0) -> str:
     """Why this worker is exiting, judged from inside it (called from worker_exit).
 
     worker_exit runs in a ``finally``: an exception on its way out is visible here.
+    ``served``: requests counted elsewhere, for a worker class that enforces
+    --max-requests without counting in ``worker.nr`` (uvicorn's).
     """
     exc = sys.exc_info()[1]
     if exc is not None and not (isinstance(exc, SystemExit) and exc.code in (0, None)):
         return "error"
-    if getattr(worker, "nr", 0) >= getattr(worker, "max_requests", sys.maxsize):
+    served = max(getattr(worker, "nr", 0), served)
+    if served >= getattr(worker, "max_requests", sys.maxsize):
         return "max_requests"
     return "graceful"
 

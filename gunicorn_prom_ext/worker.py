@@ -50,6 +50,7 @@ class WorkerSide:
             settings, directory, epoch, self.faults, log,
             one_request_per_thread=recording.one_request_per_thread,
         )  # fmt: skip
+        self._middleware: object = None  # the ASGI middleware when it counts requests
         self.pre_request, self.post_request = (
             _request_hooks(self.recorders, epoch) if recording.way == "hooks"
             else (_ignore, _ignore)
@@ -67,38 +68,43 @@ class WorkerSide:
         recording = self._recording
         if recording.way == "hooks":
             return
+        if recording.notes_graceful_sigterm:  # whether or not the app can be wrapped
+            self._note_graceful_on_signal(worker)
         from gunicorn_prom_ext.middleware import wrap_app
 
         app = getattr(worker, recording.app_attribute, None)
-        wrapped = wrap_app(app, recording.way, self.recorders)
+        wrapped = wrap_app(app, recording.way, self.recorders, runs_asgi2=recording.runs_asgi2)
         if wrapped is None:
             worker.log.warning(
-                "gunicorn-prom-ext: the app %r is not an ASGI 3 application: its requests "
-                "are not recorded", app,
+                "gunicorn-prom-ext: the app %r cannot be wrapped in a %s middleware (this "
+                "worker class serves it without one): its requests are not recorded",
+                app, recording.way.upper(),
             )  # fmt: skip
             return
+        if recording.counts_requests_itself:
+            self._middleware = wrapped
         setattr(worker, recording.app_attribute, wrapped)
-        if recording.notes_graceful_sigterm:
-            self._note_graceful_on_sigterm(worker)
 
     def worker_exit(self, worker: Any) -> None:
-        self._notes.leave(worker.age, exit_reason_in_worker(worker))
+        served = getattr(self._middleware, "requests", 0)
+        self._notes.leave(worker.age, exit_reason_in_worker(worker, served))
 
-    def _note_graceful_on_sigterm(self, worker: Any) -> None:
-        """uvicorn's worker ends a graceful shutdown by re-raising SIGTERM at itself,
-        with gunicorn's handler reset to the default: the process dies by the signal and
-        worker_exit never runs. Leave the "graceful" note first, then die the same way."""
+    def _note_graceful_on_signal(self, worker: Any) -> None:
+        """uvicorn's worker ends a graceful shutdown (SIGTERM from the master, SIGINT from a
+        Ctrl-C) by re-raising the signal at itself, with gunicorn's handler reset to the
+        default: the process dies by the signal and worker_exit never runs. Leave the
+        "graceful" note first, then die the same way."""
         notes, age = self._notes, worker.age
-        previous: Callable[..., Any] | int | None = signal.getsignal(signal.SIGTERM)
-        if previous not in (signal.SIG_DFL, None):
-            return  # someone handles SIGTERM already; their exit will reach worker_exit
 
-        def on_sigterm(signum: int, frame: Any) -> None:
+        def on_signal(signum: int, frame: Any) -> None:
             notes.leave(age, "graceful")
             signal.signal(signum, signal.SIG_DFL)
             signal.raise_signal(signum)
 
-        signal.signal(signal.SIGTERM, on_sigterm)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous: Callable[..., Any] | int | None = signal.getsignal(signum)
+            if previous in (signal.SIG_DFL, None):  # else someone handles it: worker_exit runs
+                signal.signal(signum, on_signal)
 
 
 def _request_hooks(

@@ -32,6 +32,12 @@ CORE_E2E = ("tests/test_request_metrics.py", "tests/test_lifecycle.py", "tests/t
             "tests/test_user_hooks.py", "tests/test_startup_errors.py",
             "tests/test_endpoint_e2e.py", "tests/test_launcher.py",
             "tests/test_relay.py")  # fmt: skip
+# Worker classes at their edges (tests/test_worker_classes.py): the tests that need nothing
+# but gunicorn and eventlet, for the rows that install no other worker package.
+WORKER_EDGES = "tests/test_worker_classes.py"
+EVENTLET_EDGES = (f"{WORKER_EDGES}::test_metrics_over_tls_from_an_eventlet_master",
+                  f"{WORKER_EDGES}::test_capacity_of_a_projects_worker_subclass",
+                  f"{WORKER_EDGES}::test_gunicorns_asgi_worker_records_a_partial")  # fmt: skip
 ALL_NEWEST = ("sync", "gthread", "gevent", "gevent-early", "gevent-pywsgi", "tornado", "asgi",
               "asgi-accesslog", "uvicorn", "uvicorn-worker")  # fmt: skip
 ALL_OLDEST = ("sync", "gthread", "gevent", "gevent-early", "gevent-pywsgi", "tornado",
@@ -101,7 +107,7 @@ ROWS: tuple[Row, ...] = (
         why="the oldest gunicorn, Python and prometheus_client together; the core's "
         "end-to-end tests too",
         cases=ALL_OLDEST,
-        tests=(SMOKE_FILE, *CORE_E2E),
+        tests=(SMOKE_FILE, *CORE_E2E, WORKER_EDGES),
         pins=("prometheus_client==0.20.0", "pytest>=8", "trustme>=1.1"),
     ),
     Row(
@@ -117,6 +123,8 @@ ROWS: tuple[Row, ...] = (
         gunicorn="24.1.1",
         why="the oldest gunicorn with an asgi worker",
         cases=("sync", "gthread", "eventlet", "asgi", "asgi-accesslog"),
+        tests=(SMOKE_FILE, *EVENTLET_EDGES),
+        pins=("trustme>=1.1",),
     ),
     Row(
         name="gunicorn-25.3",
@@ -124,6 +132,8 @@ ROWS: tuple[Row, ...] = (
         gunicorn="25.3.0",
         why="the newest gunicorn with eventlet",
         cases=("sync", "gthread", "eventlet"),
+        tests=(SMOKE_FILE, *EVENTLET_EDGES),
+        pins=("trustme>=1.1",),
     ),
     Row(
         name="gunicorn-26.2",

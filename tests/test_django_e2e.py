@@ -11,6 +11,7 @@ multiprocess mode.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import signal
 import subprocess
@@ -155,6 +156,52 @@ def test_rungunicorn_survives_hup_and_usr2(gunicorn_factory: GunicornFactory) ->
     g.wait_for(lambda: g.value("testsite_item_views_total") == 2.0, timeout=15)
     assert g.request("/items/3")[0] == 200
     g.wait_for(lambda: counts(g) == {("GET", "/items/<int:pk>", "200"): 3.0}, timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("worker_class", "asgi_application"),
+    [("uvicorn_worker.UvicornWorker", ""),
+     ("uvicorn_worker.UvicornWorker", "testsite.asgi.application"),
+     ("asgi", "")],
+    ids=["uvicorn", "uvicorn-asgi-application-setting", "gunicorn-asgi"],
+)  # fmt: skip
+def test_rungunicorn_serves_the_asgi_application_to_an_asgi_worker_class(
+    gunicorn_factory: GunicornFactory, worker_class: str, asgi_application: str
+) -> None:
+    """uvicorn's and gunicorn's asgi workers call the app as ASGI: rungunicorn hands them
+    the project's ASGI application (ASGI_APPLICATION when set, else Django's own), not
+    WSGI_APPLICATION, which answered 500 to every request."""
+    module = "uvicorn_worker" if worker_class.startswith("uvicorn") else "gunicorn.workers.gasgi"
+    pytest.importorskip(module)
+    env = {"TEST_ASGI_APPLICATION": asgi_application}
+    g = django_server(gunicorn_factory, "-k", worker_class, env=env)
+    g.start()
+
+    def get(path: str) -> tuple[int, str | None]:
+        conn = http.client.HTTPConnection("127.0.0.1", g.app_port, timeout=10)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            response.read()
+            return response.status, response.getheader("x-route")
+        finally:
+            conn.close()
+
+    # testsite.asgi.application shows the route as an x-route header; Django's own does not.
+    named = asgi_application != ""
+    assert get("/items/4") == (200, "/items/<int:pk>" if named else None)
+    assert get("/async/items/5") == (200, "/async/items/<int:pk>" if named else None)
+    assert get("/boom")[0] == 500
+    assert get("/nope")[0] == 404
+    expected = {
+        ("GET", "/items/<int:pk>", "200"): 1.0,
+        ("GET", "/async/items/<int:pk>", "200"): 1.0,
+        ("GET", "/boom", "500"): 1.0,
+        ("GET", "", "404"): 1.0,
+    }
+    g.wait_for(lambda: counts(g) == expected, message=f"counted: {expected}")
+    # The project's counter (the sync item view), in multiprocess mode under ASGI too.
+    assert g.value("testsite_item_views_total") == 1.0
 
 
 def manage(

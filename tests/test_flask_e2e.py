@@ -254,3 +254,16 @@ def test_a_metrics_port_gunicorn_binds_stops_run_gunicorn(
     assert_one_error(output, "PROMETHEUS_METRICS_PORT (environment): expected a port other than "
                      f"gunicorn's own (it binds 127.0.0.1:{g.app_port}), got {g.app_port}")
     assert_nothing_left(tmp_path / "tmpdir", output)
+
+
+def test_an_asgi_worker_class_stops_run_gunicorn_with_one_error(
+    gunicorn_factory: GunicornFactory, tmp_path: Path
+) -> None:
+    # A Flask app is WSGI: gunicorn's asgi worker (or uvicorn's) answered 500 to everything.
+    pytest.importorskip("gunicorn.workers.gasgi")  # gunicorn 24 and later
+    g = run_gunicorn(gunicorn_factory, tmp_path, "-k", "asgi")
+    output = fail_to_start(g, tmp_path / "tmpdir")
+    assert output.count("Error:") == 1 and "Traceback" not in output, output
+    assert ("Error: worker class asgi serves ASGI apps, and a Flask app is a WSGI app: use a "
+            "WSGI worker class") in output  # fmt: skip
+    assert_nothing_left(tmp_path / "tmpdir", output)

@@ -1,7 +1,8 @@
 """``python manage.py rungunicorn [addrport] [any gunicorn option]``.
 
-Serves the project's WSGI_APPLICATION under gunicorn with the project's hooks and the
-metrics endpoint in the master. Every gunicorn command-line option passes through
+Serves the project's WSGI_APPLICATION (its ASGI application under uvicorn's or gunicorn's
+asgi worker class) under gunicorn with the project's hooks and the metrics endpoint in the
+master. Every gunicorn command-line option passes through
 (``-w 4 -k gthread --threads 8 --timeout 60 -c gunicorn.conf.py …``); precedence is
 gunicorn's own: GUNICORN_PROMETHEUS's GUNICORN_WORKERS/TIMEOUT/KEEPALIVE < config file <
 GUNICORN_CMD_ARGS < command line. Like ``runserver``, system checks run first.
@@ -33,6 +34,7 @@ from gunicorn_prom_ext.launcher import (
 )
 from gunicorn_prom_ext.settings import ConfigError, Settings
 from gunicorn_prom_ext.storage.directory import prometheus_client_single_process
+from gunicorn_prom_ext.worker_classes import serves_asgi
 
 # Django's options, long forms only: gunicorn owns every short option (-v is --version).
 _DJANGO_VALUED = {
@@ -241,8 +243,11 @@ class Command(BaseCommand):  # type: ignore[misc]  # Django is untyped
         def announce(arbiter: Any) -> None:
             self._announce(arbiter, hooks)
 
+        def load() -> Any:  # in each worker, with the configuration it runs with
+            return load_app(launcher.cfg)
+
         launcher = GunicornLauncher(
-            load_app,
+            load,
             argv,
             hooks=hooks,
             defaults=defaults,
@@ -281,8 +286,23 @@ class Command(BaseCommand):  # type: ignore[misc]  # Django is untyped
         self.stdout.flush()
 
 
-def load_app() -> Any:
-    """The project's WSGI_APPLICATION, as runserver loads it (in each worker)."""
+def load_app(cfg: Any) -> Any:
+    """The project's WSGI_APPLICATION, as runserver loads it (in each worker).
+
+    Under a worker class that serves ASGI apps (uvicorn's, gunicorn's asgi) the project's
+    ASGI application instead: ASGI_APPLICATION when the settings name one (as Daphne and
+    Channels read it), else Django's own, as a project's asgi.py makes it."""
+    if serves_asgi(cfg):
+        from django.conf import settings
+
+        name = getattr(settings, "ASGI_APPLICATION", None)
+        if name:
+            from django.utils.module_loading import import_string
+
+            return import_string(name)
+        from django.core.asgi import get_asgi_application
+
+        return get_asgi_application()
     from django.core.servers.basehttp import get_internal_wsgi_application
 
     return get_internal_wsgi_application()

@@ -33,3 +33,5 @@ LOGGING = {
 }
 
 GUNICORN_PROMETHEUS = json.loads(os.environ.get("TEST_GUNICORN_PROMETHEUS", "{}"))
+# Served by `rungunicorn -k <an ASGI worker class>` when set (as Daphne and Channels read it).
+ASGI_APPLICATION = os.environ.get("TEST_ASGI_APPLICATION") or None
