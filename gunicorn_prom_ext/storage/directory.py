@@ -131,7 +131,7 @@ def wipe_stale_files(path: str) -> int:
     """Remove the metric files an earlier run left; anything else stays."""
     removed = 0
     for name in metric_files(path)[0]:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):  # a directory: not ours
             os.remove(name.path)
             removed += 1
     return removed

@@ -22,7 +22,7 @@ import weakref
 from collections.abc import Callable, Iterator
 
 from gunicorn_prom_ext.natives import natives
-from gunicorn_prom_ext.storage.files import MetricFile, read_entries
+from gunicorn_prom_ext.storage.files import MetricFile, read_entries, read_file
 from gunicorn_prom_ext.storage.names import (
     ARCHIVE_TAG,
     KINDS,
@@ -205,7 +205,8 @@ BadFile = Callable[[str, str], None]
 
 
 def set_aside(path: str, problem: str, on_bad_file: BadFile | None) -> None:
-    with contextlib.suppress(FileNotFoundError):
+    # Not movable (someone else's file in a sticky directory): left where it is, unread.
+    with contextlib.suppress(OSError):
         os.replace(path, path + ".corrupt")
         if on_bad_file is not None:
             on_bad_file(path, problem)
@@ -247,11 +248,13 @@ class Archive:
             return True
         if name.type == "gauge" and name.mode not in ("sum", "min", "max", "mostrecent"):
             return False  # "all" keeps one series per pid: nothing to fold into
-        with open(name.path, "rb") as f:
-            data = f.read()
         try:
+            # read_file: a FIFO under a dead worker's name would block gunicorn's main loop.
+            data = read_file(name.path)
             entries = list(read_entries(data)) if data else []
-        except (ValueError, UnicodeDecodeError) as exc:
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
             set_aside(name.path, str(exc), self._on_bad_file)
             return False
         archive = self._file(name.type, name.mode)

@@ -18,7 +18,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from gunicorn_prom_ext.storage.files import read_entries
+from gunicorn_prom_ext.storage.files import read_entries, read_file
 from gunicorn_prom_ext.storage.fold import BadFile, DirectoryLock, set_aside
 from gunicorn_prom_ext.storage.names import metric_files
 
@@ -31,8 +31,12 @@ _KNOWN_KEYS_LIMIT = 100_000
 
 def file_problem(path: str, known_keys: set[str]) -> str | None:
     """Why this file cannot be read (None if it can, or if it is being created)."""
-    with open(path, "rb") as f:
-        data = f.read()
+    try:
+        data = read_file(path)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:  # not a file at all (a FIFO, a directory), or not ours to read
+        return exc.strerror or str(exc)
     if not data:
         age = time.time() - os.stat(path).st_mtime
         return None if age < _NEWBORN_SECONDS else "empty file"

@@ -1,0 +1,84 @@
+"""Storage against what someone plants under a metric file's name, on a real gunicorn.
+
+A FIFO, a directory or a symlink where a metric file belongs (in a configured directory
+that others can write, or by a confused tool): once, a FIFO blocked the scrape that
+opened it and then every fold, which run in gunicorn's main loop, so the first worker
+to exit froze the master (no worker replaced: the app down); a directory failed every
+scrape; a symlink under a worker thread's file name had the worker write its metrics
+into whatever file the link named.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+
+import psutil
+import pytest
+from harness import Gunicorn
+
+pytestmark = pytest.mark.slow
+GunicornFactory = Callable[..., Gunicorn]
+COUNT = "http_server_request_duration_seconds_count"
+
+
+def _items(g: Gunicorn) -> float:
+    return g.sum_values(COUNT, http_route="/items/<n>")
+
+
+def test_fifo_or_directory_under_a_metric_file_name_costs_only_itself(
+    gunicorn_factory: GunicornFactory,
+) -> None:
+    g = gunicorn_factory("testapp:app", workers=2).start()
+    for i in range(3):
+        assert g.request(f"/items/{i}")[0] == 200
+    # Under a live worker's prometheus_client file name: read when it exits (in
+    # child_exit, in gunicorn's main loop).
+    victim = g.worker_pids()[0]
+    os.mkfifo(g.multiproc_dir / f"counter_{victim}.db")
+    psutil.Process(victim).kill()
+    g.wait_for(lambda: len(g.worker_pids()) == 2 and victim not in g.worker_pids())
+    assert g.request("/items/3")[0] == 200
+
+    # Under names nobody is using: read by every scrape.
+    os.mkfifo(g.multiproc_dir / "counter_4000001.db")
+    os.mkdir(g.multiproc_dir / "histogram_4000002.db")
+    started = time.monotonic()
+    status, _, _ = g.metrics_response(timeout=5)
+    assert status == 200 and time.monotonic() - started < 5
+    # A SIGKILLed worker may take the one request it was serving; none was in flight.
+    assert g.wait_for(lambda: _items(g) == 4.0)
+    aside = sorted(p.name for p in g.multiproc_dir.glob("*.corrupt"))
+    assert aside == sorted([f"counter_{victim}.db.corrupt", "counter_4000001.db.corrupt",
+                            "histogram_4000002.db.corrupt"])  # fmt: skip
+    assert g.value("gunicorn_prom_ext_faults_total", kind="storage") == 3.0
+    # The master still manages its workers.
+    other = g.worker_pids()[0]
+    os.kill(other, signal.SIGKILL)
+    g.wait_for(lambda: len(g.worker_pids()) == 2 and other not in g.worker_pids())
+    assert g.metrics_response(timeout=5)[0] == 200
+
+
+def test_what_is_planted_under_a_worker_threads_file_name_is_never_written_through(
+    gunicorn_factory: GunicornFactory,
+) -> None:
+    # gthread: a pool thread makes its files (…-1.db) at its first request, after the
+    # worker is up, so names can be planted first.
+    g = gunicorn_factory("testapp:app", "--threads", "1", "--worker-class", "gthread")
+    g.start()
+    pid = g.worker_pids()[0]
+    outside = g.tmp_dir / "someone-elses-file"
+    outside.write_bytes(b"\0" * 65536)
+    os.symlink(outside, g.multiproc_dir / f"histogram_gpe-{pid}-1.db")
+    os.mkfifo(g.multiproc_dir / f"gauge_livesum_gpe-{pid}-1.db")
+    for i in range(3):
+        assert g.request(f"/items/{i}")[0] == 200
+    assert g.wait_for(lambda: _items(g) == 3.0)
+    assert outside.read_bytes() == b"\0" * 65536, "the worker wrote through a symlink"
+    assert g.value("http_server_active_requests", http_request_method="GET") == 0.0
+    for name in (f"histogram_gpe-{pid}-1.db", f"gauge_livesum_gpe-{pid}-1.db"):
+        path = g.multiproc_dir / name
+        assert path.is_file() and not path.is_symlink()
+        assert (g.multiproc_dir / f"{name}.corrupt").exists()
