@@ -89,6 +89,15 @@ class MasterSide:
             "gunicorn-prom-ext: metrics directory %s (%s)",
             directory.path, "private" if directory.private else "shared",
         )  # fmt: skip
+        if directory.shared_with:
+            log.warning(
+                "gunicorn-prom-ext: %s holds metric files of %d running process(es) that "
+                "are not this server's (pids %s): another server uses the directory. Its "
+                "files are left alone, and each server's /metrics shows both servers' "
+                "requests added up: give each server a directory of its own",
+                directory.path, len(directory.shared_with),
+                ", ".join(map(str, directory.shared_with[:5])),
+            )  # fmt: skip
         if directory.foreign:
             log.warning(
                 "gunicorn-prom-ext: %d file(s) in %s are not metric files and are left "

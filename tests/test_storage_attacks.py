@@ -14,6 +14,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import psutil
 import pytest
@@ -34,6 +35,7 @@ def test_fifo_or_directory_under_a_metric_file_name_costs_only_itself(
     g = gunicorn_factory("testapp:app", workers=2).start()
     for i in range(3):
         assert g.request(f"/items/{i}")[0] == 200
+    assert g.wait_for(lambda: _items(g) == 3.0)  # recorded (post_request runs after the reply)
     # Under a live worker's prometheus_client file name: read when it exits (in
     # child_exit, in gunicorn's main loop).
     victim = g.worker_pids()[0]
@@ -82,3 +84,33 @@ def test_what_is_planted_under_a_worker_threads_file_name_is_never_written_throu
         path = g.multiproc_dir / name
         assert path.is_file() and not path.is_symlink()
         assert (g.multiproc_dir / f"{name}.corrupt").exists()
+
+
+def test_a_second_server_on_the_same_directory_wipes_none_of_the_first_ones_files(
+    gunicorn_factory: GunicornFactory, tmp_path: Path
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    # A stale file of a process that is gone (an earlier run): still wiped at start.
+    stale = shared / "histogram_gpe-4000003-0.db"
+    stale.write_bytes(b"\x08" + b"\0" * 65535)
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(shared)}
+    first = gunicorn_factory("testapp:app", env=env).start()
+    assert not stale.exists()
+    for i in range(5):
+        assert first.request(f"/items/{i}")[0] == 200
+    assert first.wait_for(lambda: _items(first) == 5.0)
+
+    # An unlucky operator starts a second, unrelated server on the same directory.
+    second = gunicorn_factory("testapp:app", env=env).start()
+    for i in range(2):
+        assert second.request(f"/items/{i}")[0] == 200
+    for i in range(3):
+        assert first.request(f"/items/{i}")[0] == 200
+    # Nothing is lost: both read the one directory, so both show the sum.
+    assert first.wait_for(lambda: _items(first) == 10.0)
+    assert _items(second) == 10.0
+    log = second.log_text()
+    assert log.count("another server uses the directory") == 1
+    assert str(first.master_pid) in log
+    assert "another server" not in first.log_text()

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import psutil
 
 from gunicorn_prom_ext.settings import ConfigError, Problem, Settings
-from gunicorn_prom_ext.storage.names import metric_files
+from gunicorn_prom_ext.storage.names import FileName, metric_files
 
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Carries a private directory across a USR2 re-exec, so the new master adopts it
@@ -33,6 +33,9 @@ PRIVATE_DIR_ENV = "GUNICORN_PROM_EXT_PRIVATE_DIR"
 PRIVATE_PREFIX = "gunicorn-prom-ext-"
 # In a private directory: "<pid> <process start time>" of the master that owns it.
 OWNER_FILE = ".owner"
+# A process start time is known to about a second (psutil adds the boot time, whole
+# seconds, to the start in clock ticks).
+_START_TIME_SLACK = 2.0
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,9 @@ class MultiprocDirectory:
     path: str
     private: bool  # created by this package, removed when its last master exits
     foreign: tuple[str, ...] = ()  # *.db files that are not metric files, left alone
+    # Live processes other than this master whose metric files were found at a fresh
+    # start: another server uses the directory (their files are left alone).
+    shared_with: tuple[int, ...] = ()
 
 
 def prepare_directory(
@@ -63,14 +69,16 @@ def prepare_directory(
         path, private = handed_over, True
     elif configured:
         os.makedirs(configured, exist_ok=True)
-        if not reexec and settings.cleanup_db_files:
-            wipe_stale_files(configured)
+        if not reexec:
+            shared_with = live_writers(configured)
+            if settings.cleanup_db_files:
+                wipe_stale_files(configured, keep=shared_with)
         path, private = configured, False
     else:
         path, private = make_private_directory(), True
     environ[MULTIPROC_DIR_ENV] = path
     foreign = tuple(sorted(metric_files(path)[1]))
-    return MultiprocDirectory(path, private, foreign)
+    return MultiprocDirectory(path, private, foreign, shared_with if configured else ())
 
 
 def make_private_directory() -> str:
@@ -127,10 +135,31 @@ def _start_time(pid: int) -> float:
         return 0.0
 
 
-def wipe_stale_files(path: str) -> int:
-    """Remove the metric files an earlier run left; anything else stays."""
+def live_writers(path: str) -> tuple[int, ...]:
+    """Processes other than this one that may still be writing metric files here."""
+    pids = {name.pid for name in metric_files(path)[0] if _may_be_writing(name)}
+    pids.discard(os.getpid())
+    return tuple(sorted(pids))
+
+
+def _may_be_writing(name: FileName) -> bool:
+    """Whether the file's process lives and is old enough to have written the file (its
+    pid reused since, after a reboot say, by a process started later: a stale file)."""
+    try:
+        changed = os.stat(name.path).st_ctime
+    except OSError:
+        return False
+    started = _start_time(name.pid)
+    return 0.0 < started <= changed + _START_TIME_SLACK
+
+
+def wipe_stale_files(path: str, keep: tuple[int, ...] = ()) -> int:
+    """Remove the metric files an earlier run left; anything else stays, and so do the
+    files of the processes in ``keep`` (another server's, still writing them)."""
     removed = 0
     for name in metric_files(path)[0]:
+        if name.pid in keep:
+            continue
         with contextlib.suppress(FileNotFoundError, IsADirectoryError):  # a directory: not ours
             os.remove(name.path)
             removed += 1
