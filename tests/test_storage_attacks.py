@@ -11,6 +11,7 @@ into whatever file the link named.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from harness import Gunicorn
 pytestmark = pytest.mark.slow
 GunicornFactory = Callable[..., Gunicorn]
 COUNT = "http_server_request_duration_seconds_count"
+PRIVATE_DIR_LINE = re.compile(r"gunicorn-prom-ext: metrics directory (\S+) \(private\)")
 
 
 def _items(g: Gunicorn) -> float:
@@ -114,3 +116,26 @@ def test_a_second_server_on_the_same_directory_wipes_none_of_the_first_ones_file
     assert log.count("another server uses the directory") == 1
     assert str(first.master_pid) in log
     assert "another server" not in first.log_text()
+
+
+def test_a_clock_step_does_not_make_a_live_masters_private_directory_an_orphan(
+    gunicorn_factory: GunicornFactory,
+) -> None:
+    env = {"PROMETHEUS_MULTIPROC_DIR": ""}
+    first = gunicorn_factory("testapp:app", env=env).start()
+    match = PRIVATE_DIR_LINE.search(first.log_text())
+    assert match is not None
+    private = Path(match[1])
+    # The wall clock is set 5 s ahead after the master started (an NTP step, a VM
+    # resumed): its start time as read now is 5 s later than the one it wrote down.
+    owner = private / ".owner"
+    fields = owner.read_text().split()
+    fields[1] = str(float(fields[1]) - 5.0)
+    owner.write_text(" ".join(fields) + "\n")
+    assert first.request("/items/1")[0] == 200
+    # Another server starts on this host and sweeps orphans.
+    second = gunicorn_factory("testapp:app", env=env).start()
+    assert second.request("/")[0] == 200
+    assert private.is_dir(), "a live master's directory was swept"
+    assert first.wait_for(lambda: _items(first) == 1.0)
+    assert first.value("gunicorn_prom_ext_faults_total", kind="storage_lost") == 0.0

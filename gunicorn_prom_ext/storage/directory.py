@@ -58,6 +58,7 @@ def prepare_directory(
     """
     handed_over = environ.pop(PRIVATE_DIR_ENV, None)
     configured = os.path.abspath(settings.multiproc_dir) if settings.multiproc_dir else None
+    shared_with: tuple[int, ...] = ()
     # Handed over by the previous master (USR2) or by a framework command that made it
     # before importing the app (launcher.py): ours to remove at exit.
     if (
@@ -78,7 +79,7 @@ def prepare_directory(
         path, private = make_private_directory(), True
     environ[MULTIPROC_DIR_ENV] = path
     foreign = tuple(sorted(metric_files(path)[1]))
-    return MultiprocDirectory(path, private, foreign, shared_with if configured else ())
+    return MultiprocDirectory(path, private, foreign, shared_with)
 
 
 def make_private_directory() -> str:
@@ -94,7 +95,8 @@ def mark_owner(path: str) -> None:
     with contextlib.suppress(OSError), open(
         os.path.join(path, OWNER_FILE), "w", encoding="ascii"
     ) as f:
-        f.write(f"{os.getpid()} {_start_time(os.getpid())}\n")
+        pid = os.getpid()
+        f.write(f"{pid} {_start_time(pid)} {_since_boot(pid)}\n")
 
 
 def sweep_orphans(parent: str | None = None) -> list[str]:
@@ -117,22 +119,42 @@ def sweep_orphans(parent: str | None = None) -> list[str]:
             if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
                 continue
             with open(os.path.join(entry.path, OWNER_FILE), encoding="ascii") as f:
-                pid_text, start_text = f.read(64).split()
-            pid, started = int(pid_text), float(start_text)
+                fields = f.read(64).split()
+            if len(fields) not in (2, 3):
+                continue
+            pid, started = int(fields[0]), float(fields[1])
+            since_boot = float(fields[2]) if len(fields) == 3 else None
         except (OSError, ValueError):
             continue  # not marked (yet): never guess
-        if _start_time(pid) != started:
+        if since_boot is not None:  # immune to the wall clock being set since
+            gone = abs(_since_boot(pid) - since_boot) > 0.05
+        else:  # written by an older release: its start time as it was then
+            gone = _start_time(pid) != started
+        if gone:
             shutil.rmtree(entry.path, ignore_errors=True)
             removed.append(entry.path)
     return removed
 
 
 def _start_time(pid: int) -> float:
-    """The process's start time, 0.0 if there is no such process."""
+    """The process's start time (Unix time), 0.0 if there is no such process.
+
+    It moves with the wall clock: psutil adds the boot time, which the kernel derives
+    from the wall clock, so setting the clock (an NTP step, a VM resumed) changes it."""
     try:
         return psutil.Process(pid).create_time()
     except psutil.Error:
         return 0.0
+
+
+def _since_boot(pid: int) -> float:
+    """Seconds from boot to the process's start (what the kernel keeps, in clock ticks),
+    -1.0 if there is no such process."""
+    try:
+        started = psutil.Process(pid).create_time()
+    except psutil.Error:
+        return -1.0
+    return round(started - psutil.boot_time(), 2)
 
 
 def live_writers(path: str) -> tuple[int, ...]:
