@@ -29,6 +29,7 @@ from .http_server import BoundedServer, Connection, Limits
 from .log import Log
 from .natives import natives
 from .settings import Settings
+from .single_flight import SingleFlight
 
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
@@ -80,6 +81,10 @@ class MetricsEndpoint:
         self._errors_lock = real.threading.Lock()
         self._logged_errors: set[str] = set()
         self._limit_logged = False
+        # Concurrent scrapes of the same page share one rendering (single_flight.py).
+        self._renders: SingleFlight[tuple[bytes, list[tuple[str, str]]]] = SingleFlight(
+            real.threading
+        )
 
     @property
     def url(self) -> str | None:
@@ -229,17 +234,23 @@ class MetricsEndpoint:
         ``names``: prometheus_client's ``name[]`` filter, sample names to keep (all if
         empty).
         """
-        encoder, content_type = choose_encoder(accept)
         wanted = frozenset(names)
-        registry: CollectorRegistry | _Filtered = (
-            _Filtered(self._registry, wanted) if wanted else self._registry
-        )
-        body = encoder(registry)
-        headers = [("Content-Type", content_type)]
-        if gzip_accepted(accept_encoding):
-            body = gzip.compress(body, compresslevel=GZIP_LEVEL)
-            headers.append(("Content-Encoding", "gzip"))
-        return body, headers
+        compress = gzip_accepted(accept_encoding)
+
+        def render_once() -> tuple[bytes, list[tuple[str, str]]]:
+            encoder, content_type = choose_encoder(accept)
+            registry: CollectorRegistry | _Filtered = (
+                _Filtered(self._registry, wanted) if wanted else self._registry
+            )
+            body = encoder(registry)
+            headers = [("Content-Type", content_type)]
+            if compress:
+                body = gzip.compress(body, compresslevel=GZIP_LEVEL)
+                headers.append(("Content-Encoding", "gzip"))
+            return body, headers
+
+        body, headers = self._renders.run((accept, compress, wanted), render_once)
+        return body, list(headers)
 
     def scrape_failed(self, exc: Exception) -> None:
         message = f"{type(exc).__name__}: {exc}"

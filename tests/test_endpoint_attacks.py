@@ -10,11 +10,15 @@
 
 from __future__ import annotations
 
+import http.client
+import os
 import signal
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -124,3 +128,49 @@ def test_clients_are_cut_off_on_time_even_when_the_master_is_out_of_descriptors(
     assert max(lifetimes.values()) < 8
     assert g.metrics_response(timeout=5)[0] == 200
     assert g.request("/") == (200, b"hello")
+
+
+def test_a_flood_of_scrapes_of_a_big_page_does_not_stall_the_master(
+    gunicorn_factory: GunicornFactory,
+) -> None:
+    # A big page: 2,000 label sets per worker (an adapter passing raw paths), ~10 MB.
+    g = gunicorn_factory("testapp:app", "-k", "gthread", "--threads", "8", workers=2).start()
+    with ThreadPoolExecutor(16) as pool:
+        statuses = set(pool.map(lambda i: g.request(f"/misroute/r{i}")[0], range(4000)))
+    assert statuses == {200}
+    stop = threading.Event()
+    results: list[object] = []
+
+    def scrape_in_a_loop() -> None:  # anyone who can reach the port, by default
+        deadline = time.monotonic() + 60
+        while not stop.is_set() and time.monotonic() < deadline:
+            connection = http.client.HTTPConnection("127.0.0.1", g.metrics_port, timeout=30)
+            try:
+                connection.request("GET", "/metrics")
+                response = connection.getresponse()
+                response.read()
+                results.append(response.status)
+            except (OSError, http.client.HTTPException) as exc:
+                results.append(type(exc).__name__)
+            finally:
+                connection.close()
+
+    scrapers = [threading.Thread(target=scrape_in_a_loop, daemon=True) for _ in range(24)]
+    for scraper in scrapers:
+        scraper.start()
+    try:
+        time.sleep(3)
+        # gunicorn's main loop folds a dead worker's files, then replaces it: once, that
+        # fold waited behind two dozen renderings competing for the GIL, for minutes.
+        victim = g.worker_pids()[0]
+        killed = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        g.wait_for(lambda: len(g.worker_pids()) == 2 and victim not in g.worker_pids(),
+                   timeout=15)  # fmt: skip
+        assert time.monotonic() - killed < 10
+        assert g.request("/")[0] == 200
+    finally:
+        stop.set()
+        for scraper in scrapers:
+            scraper.join(40)
+    assert results and set(results) == {200}
