@@ -13,6 +13,8 @@ import binascii
 import contextlib
 import gzip
 import hmac
+import http.client
+import io
 import os
 import socket
 import ssl
@@ -43,6 +45,10 @@ MAX_REMEMBERED_ERRORS = 64
 # A name[] filter longer than this is not a list of metric names anyone needs.
 MAX_FILTER_NAMES = 256
 INDEX_PAGE = b"gunicorn-prom-ext: metrics at /metrics, health at /healthz\n"
+# A scraper's request head is a few hundred bytes (a few KiB with a long token). Without a
+# bound of its own, http.server takes 100 header lines of 64 KiB each: a few dozen
+# connections sending that made the master hold over half a GB, long after they left.
+MAX_HEAD_BYTES = 64 << 10
 
 
 class SourceUnavailable(Exception):
@@ -313,7 +319,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         self.connection = self.request
-        self.rfile = self.connection.makefile("rb", -1)
+        self.rfile = _HeadReader(self.connection.makefile("rb", -1), MAX_HEAD_BYTES)
         # Buffered: a raw socket file may write only part of a large page.
         self.wfile = self.connection.makefile("wb", 1 << 16)
 
@@ -382,6 +388,28 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # scrapes every few seconds must not flood gunicorn's error log
+
+
+class _HeadReader(io.BufferedIOBase):
+    """The connection's reader, for a request head of at most ``limit`` bytes: past it,
+    http.server's own "line too long" (431 for a header, a close for the request line)."""
+
+    def __init__(self, raw: io.BufferedIOBase, limit: int) -> None:
+        super().__init__()
+        self._raw = raw
+        self._left = limit
+
+    def readline(self, size: int | None = -1) -> bytes:
+        if self._left <= 0:
+            raise http.client.LineTooLong(f"request head over {MAX_HEAD_BYTES} bytes")
+        size = self._left if size is None or size < 0 else min(size, self._left)
+        line = self._raw.readline(size)
+        self._left -= len(line)
+        return line
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
 
 
 def _basic_credentials(settings: Settings) -> bytes | None:

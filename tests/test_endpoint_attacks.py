@@ -174,3 +174,34 @@ def test_a_flood_of_scrapes_of_a_big_page_does_not_stall_the_master(
         for scraper in scrapers:
             scraper.join(40)
     assert results and set(results) == {200}
+
+
+def test_oversized_request_heads_cost_the_master_no_memory(
+    gunicorn_factory: GunicornFactory,
+) -> None:
+    g = gunicorn_factory("testapp:app").start()
+    master = psutil.Process(g.master_pid)
+    before = master.memory_info().rss
+    line = b"X-Filler: " + b"a" * 65000 + b"\r\n"
+    answers: list[bytes] = []
+
+    def send_a_huge_head() -> None:
+        # What http.server alone accepts: 100 header lines of 64 KiB (~6.5 MB).
+        with socket.create_connection(("127.0.0.1", g.metrics_port), timeout=10) as s:
+            try:
+                s.sendall(b"GET /metrics HTTP/1.1\r\n" + line * 99)
+                answers.append(s.recv(64))
+            except OSError:
+                answers.append(b"cut off")  # the 431 came while it was still sending
+
+    for _ in range(3):
+        clients = [threading.Thread(target=send_a_huge_head) for _ in range(32)]
+        for client in clients:
+            client.start()
+        for client in clients:
+            client.join(30)
+    growth = master.memory_info().rss - before
+    assert growth < 64 << 20, f"the master grew by {growth >> 20} MiB"
+    assert all(a.startswith(b"HTTP/1.0 431") or a == b"cut off" for a in answers), answers
+    # A head of honest size, even with a long token, is still answered.
+    assert g.metrics_response(headers={"X-Long-Token": "t" * 16000})[0] == 200
