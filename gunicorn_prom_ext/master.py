@@ -159,6 +159,8 @@ class MasterSide:
         if directory is None:
             return
         self.check_storage()
+        if not os.path.isdir(directory.path):
+            return  # gone, and not made again (said once): the worker's files went with it
         # Its counts move into the archive; its live gauges (in-flight requests) go.
         fold_process(directory.path, pid, self._archive, self._fold_lock)
         # Now and then, whatever child_exit never saw (an old USR2 generation's files).
@@ -234,7 +236,7 @@ class MasterSide:
             try:
                 if self._fold_lock.inode(create=False) == self._sentinel:
                     return
-            except FileNotFoundError:
+            except OSError:  # gone, or its directory replaced by a file (ENOTDIR)
                 pass
             try:
                 recreate_directory(directory)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -139,3 +140,35 @@ def test_a_clock_step_does_not_make_a_live_masters_private_directory_an_orphan(
     assert private.is_dir(), "a live master's directory was swept"
     assert first.wait_for(lambda: _items(first) == 1.0)
     assert first.value("gunicorn_prom_ext_faults_total", kind="storage_lost") == 0.0
+
+
+def test_directory_replaced_by_a_file_costs_metrics_not_scrapes(
+    gunicorn_factory: GunicornFactory,
+) -> None:
+    g = gunicorn_factory("testapp:app").start()
+    assert g.request("/items/1")[0] == 200
+    assert g.wait_for(lambda: _items(g) == 1.0)
+    shutil.rmtree(g.multiproc_dir)
+    g.multiproc_dir.write_text("someone's file, where the directory was")
+    # Scrapes answer with what the master knows; nothing is recorded until it is undone.
+    for _ in range(3):
+        status, _, _ = g.metrics_response()
+        assert status == 200
+    assert g.value("gunicorn_workers") == 1.0
+    # A worker dies: the master folds nothing (there is nowhere to) and replaces it.
+    (victim,) = g.worker_pids()
+    os.kill(victim, signal.SIGKILL)
+    g.wait_for(lambda: len(g.worker_pids()) == 1 and victim not in g.worker_pids())
+    assert g.request("/items/2")[0] == 200
+    assert g.log_text().count("cannot be made again") == 1
+    # The operator removes the file: the directory is made again, counting resumes.
+    g.multiproc_dir.unlink()
+    assert g.metrics_response()[0] == 200
+    assert g.multiproc_dir.is_dir()
+    assert g.request("/items/3")[0] == 200
+    # The live worker's request of before comes back from its memory; the dead one's is lost.
+    assert g.wait_for(lambda: _items(g) == 2.0)
+    # The faults, kept in memory meanwhile (their file was in the directory too).
+    assert g.value("gunicorn_prom_ext_faults_total", kind="storage_lost") >= 2.0
+    assert g.value("gunicorn_prom_ext_faults_total", kind="scrape") == 0.0
+    assert g.value("gunicorn_prom_ext_faults_total", kind="hook") == 0.0

@@ -79,6 +79,10 @@ class FilesCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         if self._before_read is not None:
             self._before_read()
+        if not os.path.isdir(self._path):
+            # Gone, or replaced by a file, and not made again (before_read said so): the
+            # page still has the server's own metrics.
+            return []
         # Shared with other scrapes, exclusive of a fold (see fold.py).
         with self._lock.shared():
             try:
