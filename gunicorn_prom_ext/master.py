@@ -216,8 +216,17 @@ class MasterSide:
     # -- storage faults ---------------------------------------------------------------------
 
     def bad_file(self, path: str, problem: str) -> None:
-        """A metric file was set aside: if it was a live worker's, the worker writes anew."""
+        """A metric file was set aside: if it was a live worker's, the worker writes anew;
+        if it was one of this master's (an archive, its fault counts), it is written anew
+        here and now, from memory."""
         self.epoch.bump()
+        with self._storage_lock:
+            try:
+                self._archive.rewrite_gone()
+                if self.faults.counters is not None:
+                    self.faults.counters.relocate()
+            except OSError as exc:  # a full disk: the next fold or check tries again
+                self._log.debug("gunicorn-prom-ext: rewriting %s failed: %s", path, exc)
         self.faults.count("storage")
         self._log.error(
             "gunicorn-prom-ext: skipped unreadable metrics file %s (%s); moved aside as "

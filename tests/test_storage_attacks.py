@@ -172,3 +172,31 @@ def test_directory_replaced_by_a_file_costs_metrics_not_scrapes(
     assert g.value("gunicorn_prom_ext_faults_total", kind="storage_lost") >= 2.0
     assert g.value("gunicorn_prom_ext_faults_total", kind="scrape") == 0.0
     assert g.value("gunicorn_prom_ext_faults_total", kind="hook") == 0.0
+
+
+def test_a_corrupted_archive_is_written_anew_from_the_masters_memory(
+    gunicorn_factory: GunicornFactory,
+) -> None:
+    g = gunicorn_factory("testapp:app").start()
+    for i in range(4):
+        assert g.request(f"/items/{i}")[0] == 200
+    assert g.wait_for(lambda: _items(g) == 4.0)
+    (victim,) = g.worker_pids()
+    os.kill(victim, signal.SIGKILL)  # its counts go into the master's archive
+    g.wait_for(lambda: len(g.worker_pids()) == 1 and victim not in g.worker_pids())
+    archive = g.multiproc_dir / f"histogram_archive-{g.master_pid}.db"
+    g.wait_for(archive.exists)
+    with open(archive, "r+b") as f:  # someone writes over its header
+        f.write(b"\xff\xff\xff\x7f")
+    # The scrape that sets it aside already has the counts again: never a reset.
+    assert _items(g) == 4.0
+    assert (g.multiproc_dir / f"{archive.name}.corrupt").exists()
+    assert archive.exists()
+    # And folds go on into the new archive, not into the one set aside.
+    assert g.request("/items/9")[0] == 200
+    assert g.wait_for(lambda: _items(g) == 5.0)
+    (victim,) = g.worker_pids()
+    os.kill(victim, signal.SIGKILL)
+    g.wait_for(lambda: len(g.worker_pids()) == 1 and victim not in g.worker_pids())
+    assert g.wait_for(lambda: _items(g) == 5.0)
+    assert g.value("gunicorn_prom_ext_faults_total", kind="storage") == 1.0

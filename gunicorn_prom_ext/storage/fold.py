@@ -241,6 +241,13 @@ class Archive:
         for archive in self._files.values():
             archive.rewrite()
 
+    def rewrite_gone(self) -> None:
+        """Write anew, from memory, the archives that are no longer in place (one was set
+        aside as unreadable: left as it was, folds would go on into the set-aside file)."""
+        for archive in self._files.values():
+            if not archive.file.in_place():
+                archive.rewrite()
+
     def fold(self, name: FileName) -> bool:
         """Add one dead process's file into the archive and remove it; False if kept."""
         if name.type == "gauge" and name.mode.startswith("live"):

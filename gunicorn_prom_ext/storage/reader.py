@@ -93,18 +93,29 @@ class FilesCollector(Collector):
                 return self._collect()
 
     def _collect(self) -> list[Metric]:
-        readable = []
-        for name in metric_files(self._path)[0]:
-            try:
-                problem = file_problem(name.path, self._known_keys)
-                if problem is None:
-                    if os.path.getsize(name.path):
-                        readable.append(name.path)
-                    continue
-            except FileNotFoundError:
-                continue  # removed since the listing (a dead worker's live gauges)
-            set_aside(name.path, problem, self._on_bad_file)
+        readable = self._readable()
         merged: list[Metric] = list(
             MultiProcessCollector.merge(readable, accumulate=True)  # type: ignore[no-untyped-call]
         )
         return merged
+
+    def _readable(self) -> list[str]:
+        """The metric files that can be read. When one had to be set aside, the directory
+        is listed once more: the master writes its own files anew from memory at once
+        (on_bad_file), and this scrape must not go without them."""
+        for _ in range(2):
+            readable, set_aside_some = [], False
+            for name in metric_files(self._path)[0]:
+                try:
+                    problem = file_problem(name.path, self._known_keys)
+                    if problem is None:
+                        if os.path.getsize(name.path):
+                            readable.append(name.path)
+                        continue
+                except FileNotFoundError:
+                    continue  # removed since the listing (a dead worker's live gauges)
+                set_aside(name.path, problem, self._on_bad_file)
+                set_aside_some = True
+            if not set_aside_some:
+                break
+        return readable
