@@ -121,7 +121,7 @@ class MasterSide:
 
         registry = CollectorRegistry(auto_describe=False)
         registry.register(
-            FilesCollector(directory.path, self.bad_file, self.check_storage, self._fold_lock)
+            FilesCollector(directory.path, self.bad_file, self.before_scrape, self._fold_lock)
         )
         registry.register(ServerCollector(arbiter, self.state, self.settings.namespace))
         self.endpoint = MetricsEndpoint(
@@ -163,10 +163,24 @@ class MasterSide:
             return  # gone, and not made again (said once): the worker's files went with it
         # Its counts move into the archive; its live gauges (in-flight requests) go.
         fold_process(directory.path, pid, self._archive, self._fold_lock)
-        # Now and then, whatever child_exit never saw (an old USR2 generation's files).
-        now = time.monotonic()
-        if now - self._last_sweep > LEFTOVER_SWEEP_SECONDS:
+        self._sweep_leftovers_if_due()
+
+    def before_scrape(self) -> None:
+        self.check_storage()
+        # Also from here: a server whose workers never exit would otherwise never fold
+        # the files of processes it did not fork (the app's own short-lived processes
+        # using prometheus_client), and every scrape would read them all.
+        self._sweep_leftovers_if_due()
+
+    def _sweep_leftovers_if_due(self) -> None:
+        """Now and then, whatever child_exit never saw (an old USR2 generation's files)."""
+        directory = self.directory
+        with self._storage_lock:
+            now = time.monotonic()
+            if directory is None or now - self._last_sweep <= LEFTOVER_SWEEP_SECONDS:
+                return
             self._last_sweep = now
+        if os.path.isdir(directory.path):
             fold_leftovers(directory.path, self._archive, self._fold_lock)
 
     def pre_exec(self, arbiter: Any) -> None:

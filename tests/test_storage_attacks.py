@@ -14,6 +14,8 @@ import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -200,3 +202,27 @@ def test_a_corrupted_archive_is_written_anew_from_the_masters_memory(
     g.wait_for(lambda: len(g.worker_pids()) == 1 and victim not in g.worker_pids())
     assert g.wait_for(lambda: _items(g) == 5.0)
     assert g.value("gunicorn_prom_ext_faults_total", kind="storage") == 1.0
+
+
+def test_files_of_processes_it_did_not_fork_are_folded_though_no_worker_exits(
+    gunicorn_factory: GunicornFactory,
+) -> None:
+    g = gunicorn_factory("testapp:app").start()
+    # The app's own short-lived processes (a job runner, say) using prometheus_client in
+    # the same directory: each leaves its file when it ends. 2,000 such, no worker exit.
+    code = "from prometheus_client import Counter\nCounter('job_runs', 'Runs.').inc()\n"
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(g.multiproc_dir)}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)
+    (written,) = [p for p in g.multiproc_dir.glob("counter_*.db") if p.stem[8:].isdigit()]
+    data = written.read_bytes()
+    written.unlink()
+    for pid in range(5_000_000, 5_002_000):  # above the highest pid Linux allows (2**22)
+        (g.multiproc_dir / f"counter_{pid}.db").write_bytes(data)
+    assert g.value("job_runs_total") == 2000.0
+    # Folded within the sweep interval (30 s) by a scrape; counted the same, once.
+    deadline = time.monotonic() + 45
+    while list(g.multiproc_dir.glob("counter_50*.db")) and time.monotonic() < deadline:
+        assert g.value("job_runs_total") == 2000.0
+        time.sleep(1)
+    assert not list(g.multiproc_dir.glob("counter_50*.db"))
+    assert g.value("job_runs_total") == 2000.0
