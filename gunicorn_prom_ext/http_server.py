@@ -131,26 +131,35 @@ class BoundedServer:
 
     def _accept_some(self) -> None:
         for _ in range(ACCEPT_BATCH):
+            starved = False
             with self._fork_lock:
                 try:
                     sock, address = self.socket.accept()
                 except (BlockingIOError, InterruptedError):
                     return
                 except OSError as exc:
-                    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                        self._limit()
-                        self._real.time.sleep(TICK)  # the queue stays readable: do not spin
-                        return
+                    if self._stopping.is_set():
+                        return  # stop() shut the listening socket down meanwhile
                     if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
                         continue
-                    raise
-                connection = Connection(
-                    sock, sock.fileno(), address, time.monotonic() + self.limits.header_timeout
-                )
-                admitted = self._admit(connection)
+                    if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                        raise
+                    starved = True
+                else:
+                    connection = Connection(
+                        sock, sock.fileno(), address, time.monotonic() + self.limits.header_timeout
+                    )
+                    admitted = self._admit(connection)
+                    if not admitted:  # closed under the lock: a fork never keeps it open
+                        with contextlib.suppress(OSError):
+                            sock.close()
+            if starved:
+                self._limit()
+                # The queue stays readable: do not spin. Outside the fork lock, which
+                # gunicorn's worker spawning waits for.
+                self._real.time.sleep(TICK)
+                return
             if not admitted:
-                with contextlib.suppress(OSError):
-                    sock.close()
                 self._limit()
                 continue
             try:
@@ -159,9 +168,10 @@ class BoundedServer:
                     name="gunicorn-prom-ext-metrics-conn", daemon=True,
                 ).start()  # fmt: skip
             except RuntimeError:  # no more threads: let the connection go
-                self._forget(connection)
-                with contextlib.suppress(OSError):
-                    sock.close()
+                with self._fork_lock:
+                    self._forget(connection)
+                    with contextlib.suppress(OSError):
+                        sock.close()
                 self._limit()
 
     def _admit(self, new: Connection) -> bool:
