@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import pytest
 from harness import Gunicorn
+from smoke_cases import installed_gunicorn
 
 pytestmark = pytest.mark.slow
 GunicornFactory = Callable[..., Gunicorn]
@@ -59,6 +60,8 @@ CASES = {
 def test_asgi_failures_and_disconnects_are_counted_as_the_client_saw_them(
     gunicorn_factory: GunicornFactory, worker: str
 ) -> None:
+    if worker == "asgi" and installed_gunicorn() < (24, 0):
+        pytest.skip("gunicorn's asgi worker came with gunicorn 24")
     g = gunicorn_factory("hostile_asgi:app", "-k", WORKERS[worker]).start()
     for path, (on_asgi, on_uvicorn, _) in CASES.items():
         assert _get(g, path) == (on_asgi if worker == "asgi" else on_uvicorn), path
