@@ -13,6 +13,8 @@ import binascii
 import contextlib
 import gzip
 import hmac
+import http.client
+import io
 import os
 import socket
 import ssl
@@ -29,6 +31,7 @@ from .http_server import BoundedServer, Connection, Limits
 from .log import Log
 from .natives import natives
 from .settings import Settings
+from .single_flight import SingleFlight
 
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
@@ -42,6 +45,10 @@ MAX_REMEMBERED_ERRORS = 64
 # A name[] filter longer than this is not a list of metric names anyone needs.
 MAX_FILTER_NAMES = 256
 INDEX_PAGE = b"gunicorn-prom-ext: metrics at /metrics, health at /healthz\n"
+# A scraper's request head is a few hundred bytes (a few KiB with a long token). Without a
+# bound of its own, http.server takes 100 header lines of 64 KiB each: a few dozen
+# connections sending that made the master hold over half a GB, long after they left.
+MAX_HEAD_BYTES = 64 << 10
 
 
 class SourceUnavailable(Exception):
@@ -80,6 +87,10 @@ class MetricsEndpoint:
         self._errors_lock = real.threading.Lock()
         self._logged_errors: set[str] = set()
         self._limit_logged = False
+        # Concurrent scrapes of the same page share one rendering (single_flight.py).
+        self._renders: SingleFlight[tuple[bytes, list[tuple[str, str]]]] = SingleFlight(
+            real.threading
+        )
 
     @property
     def url(self) -> str | None:
@@ -229,17 +240,23 @@ class MetricsEndpoint:
         ``names``: prometheus_client's ``name[]`` filter, sample names to keep (all if
         empty).
         """
-        encoder, content_type = choose_encoder(accept)
         wanted = frozenset(names)
-        registry: CollectorRegistry | _Filtered = (
-            _Filtered(self._registry, wanted) if wanted else self._registry
-        )
-        body = encoder(registry)
-        headers = [("Content-Type", content_type)]
-        if gzip_accepted(accept_encoding):
-            body = gzip.compress(body, compresslevel=GZIP_LEVEL)
-            headers.append(("Content-Encoding", "gzip"))
-        return body, headers
+        compress = gzip_accepted(accept_encoding)
+
+        def render_once() -> tuple[bytes, list[tuple[str, str]]]:
+            encoder, content_type = choose_encoder(accept)
+            registry: CollectorRegistry | _Filtered = (
+                _Filtered(self._registry, wanted) if wanted else self._registry
+            )
+            body = encoder(registry)
+            headers = [("Content-Type", content_type)]
+            if compress:
+                body = gzip.compress(body, compresslevel=GZIP_LEVEL)
+                headers.append(("Content-Encoding", "gzip"))
+            return body, headers
+
+        body, headers = self._renders.run((accept, compress, wanted), render_once)
+        return body, list(headers)
 
     def scrape_failed(self, exc: Exception) -> None:
         message = f"{type(exc).__name__}: {exc}"
@@ -302,7 +319,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         self.connection = self.request
-        self.rfile = self.connection.makefile("rb", -1)
+        self.rfile = _HeadReader(self.connection.makefile("rb", -1), MAX_HEAD_BYTES)
         # Buffered: a raw socket file may write only part of a large page.
         self.wfile = self.connection.makefile("wb", 1 << 16)
 
@@ -371,6 +388,28 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # scrapes every few seconds must not flood gunicorn's error log
+
+
+class _HeadReader(io.BufferedIOBase):
+    """The connection's reader, for a request head of at most ``limit`` bytes: past it,
+    http.server's own "line too long" (431 for a header, a close for the request line)."""
+
+    def __init__(self, raw: io.BufferedIOBase, limit: int) -> None:
+        super().__init__()
+        self._raw = raw
+        self._left = limit
+
+    def readline(self, size: int | None = -1) -> bytes:
+        if self._left <= 0:
+            raise http.client.LineTooLong(f"request head over {MAX_HEAD_BYTES} bytes")
+        size = self._left if size is None or size < 0 else min(size, self._left)
+        line = self._raw.readline(size)
+        self._left -= len(line)
+        return line
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
 
 
 def _basic_credentials(settings: Settings) -> bytes | None:

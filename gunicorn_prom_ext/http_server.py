@@ -50,6 +50,9 @@ class Connection:
     address: Any
     deadline: float  # monotonic time by which the request's head must be in
     head_done: bool = False
+    # Shut down by a limit: no longer counted, but still listed (and its descriptor
+    # still open) until its thread closes it, so a fork meanwhile closes its copy too.
+    closing: bool = False
     accepted: float = field(default_factory=time.monotonic)
 
 
@@ -128,26 +131,35 @@ class BoundedServer:
 
     def _accept_some(self) -> None:
         for _ in range(ACCEPT_BATCH):
+            starved = False
             with self._fork_lock:
                 try:
                     sock, address = self.socket.accept()
                 except (BlockingIOError, InterruptedError):
                     return
                 except OSError as exc:
-                    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                        self._limit()
-                        self._real.time.sleep(TICK)  # the queue stays readable: do not spin
-                        return
+                    if self._stopping.is_set():
+                        return  # stop() shut the listening socket down meanwhile
                     if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
                         continue
-                    raise
-                connection = Connection(
-                    sock, sock.fileno(), address, time.monotonic() + self.limits.header_timeout
-                )
-                admitted = self._admit(connection)
+                    if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                        raise
+                    starved = True
+                else:
+                    connection = Connection(
+                        sock, sock.fileno(), address, time.monotonic() + self.limits.header_timeout
+                    )
+                    admitted = self._admit(connection)
+                    if not admitted:  # closed under the lock: a fork never keeps it open
+                        with contextlib.suppress(OSError):
+                            sock.close()
+            if starved:
+                self._limit()
+                # The queue stays readable: do not spin. Outside the fork lock, which
+                # gunicorn's worker spawning waits for.
+                self._real.time.sleep(TICK)
+                return
             if not admitted:
-                with contextlib.suppress(OSError):
-                    sock.close()
                 self._limit()
                 continue
             try:
@@ -156,21 +168,21 @@ class BoundedServer:
                     name="gunicorn-prom-ext-metrics-conn", daemon=True,
                 ).start()  # fmt: skip
             except RuntimeError:  # no more threads: let the connection go
-                self._forget(connection)
-                with contextlib.suppress(OSError):
-                    sock.close()
+                with self._fork_lock:
+                    self._forget(connection)
+                    with contextlib.suppress(OSError):
+                        sock.close()
                 self._limit()
 
     def _admit(self, new: Connection) -> bool:
         with self._lock:
-            if len(self._connections) >= self.limits.max_connections:
-                waiting = [c for c in self._connections.values() if not c.head_done]
+            counted = [c for c in self._connections.values() if not c.closing]
+            if len(counted) >= self.limits.max_connections:
+                waiting = [c for c in counted if not c.head_done]
                 if not waiting:
                     return False
                 oldest = min(waiting, key=lambda c: c.accepted)
-                oldest.deadline = 0.0  # the reaper counts it as timed out
-                self._shutdown(oldest.fd)
-                del self._connections[oldest.fd]
+                self._close_by_limit(oldest)
                 self._limit()
             self._connections[new.fd] = new
             return True
@@ -178,12 +190,16 @@ class BoundedServer:
     def _reap(self, now: float) -> None:
         with self._lock:
             expired = [c for c in self._connections.values() if not c.head_done
-                       and c.deadline <= now]  # fmt: skip
+                       and not c.closing and c.deadline <= now]  # fmt: skip
             for connection in expired:
-                self._shutdown(connection.fd)
-                del self._connections[connection.fd]
+                self._close_by_limit(connection)
         for _ in expired:
             self._limit()
+
+    def _close_by_limit(self, connection: Connection) -> None:
+        """With _lock held: wake its thread, which closes it; it stops counting now."""
+        connection.closing = True
+        self._shutdown(connection.fd)
 
     def _limit(self) -> None:
         if self._on_limit is not None:
@@ -199,25 +215,41 @@ class BoundedServer:
             # Until the head is in, the reaper enforces the deadline; this bounds each read.
             sock.settimeout(self.limits.io_timeout)
             if self._ssl_context is not None:
-                sock = self._ssl_context.wrap_socket(sock, server_side=True)
-                connection.sock = sock
+                # The TLS socket takes the descriptor over: swapped under the fork lock,
+                # so that a fork always finds the object that owns it in connection.sock.
+                # The handshake comes after, so that a failing one does not close the
+                # descriptor before this connection is forgotten (its number could be
+                # reused by a new connection, which the reaper would then shut down).
+                with self._fork_lock:
+                    sock = self._ssl_context.wrap_socket(
+                        sock, server_side=True, do_handshake_on_connect=False
+                    )
+                    connection.sock = sock
+                sock.do_handshake()
             self._handle(connection)
         except Exception:
             pass  # resets, handshake failures, timeouts: the client's business
         finally:
-            self._forget(connection)
-            with contextlib.suppress(OSError):
-                sock.close()
+            # Forgotten and closed together, under the fork lock: a fork never finds a
+            # descriptor open that is no longer listed (the child would keep it).
+            with self._fork_lock:
+                self._forget(connection)
+                with contextlib.suppress(OSError):
+                    sock.close()
 
     def _shutdown(self, fd: int) -> None:
         """Shut a connection down by descriptor: whichever object owns it (a plain or a
-        TLS socket, mid-handshake or not), its thread wakes up and closes it."""
+        TLS socket, mid-handshake or not), its thread wakes up and closes it.
+
+        Through a socket object borrowing the descriptor, not a dup() of it: that would
+        fail with EMFILE exactly when a flood has taken every descriptor, and a fork in
+        the meantime would hand the copy to a worker."""
         with contextlib.suppress(OSError):
-            copy = self._real.socket.socket(fileno=os.dup(fd))
+            borrowed = self._real.socket.socket(fileno=fd)
             try:
-                copy.shutdown(socket.SHUT_RDWR)
+                borrowed.shutdown(socket.SHUT_RDWR)
             finally:
-                copy.close()
+                borrowed.detach()  # the descriptor stays its owner's to close
 
     def _forget(self, connection: Connection) -> None:
         with self._lock:
@@ -240,8 +272,13 @@ class BoundedServer:
             return
         self._stopping.set()
         for connection in list(self._connections.values()):
+            # close() would not close it while its request handler has file objects open
+            # on it (makefile): that is every connection past accept. Detach the socket
+            # object (the thread that used it does not exist here), close the descriptor.
             with contextlib.suppress(OSError):
-                connection.sock.close()
+                connection.sock.detach()
+            with contextlib.suppress(OSError):
+                os.close(connection.fd)
         self._connections.clear()
         with contextlib.suppress(OSError):
             self.socket.close()

@@ -89,6 +89,15 @@ class MasterSide:
             "gunicorn-prom-ext: metrics directory %s (%s)",
             directory.path, "private" if directory.private else "shared",
         )  # fmt: skip
+        if directory.shared_with:
+            log.warning(
+                "gunicorn-prom-ext: %s holds metric files of %d running process(es) that "
+                "are not this server's (pids %s): another server uses the directory. Its "
+                "files are left alone, and each server's /metrics shows both servers' "
+                "requests added up: give each server a directory of its own",
+                directory.path, len(directory.shared_with),
+                ", ".join(map(str, directory.shared_with[:5])),
+            )  # fmt: skip
         if directory.foreign:
             log.warning(
                 "gunicorn-prom-ext: %d file(s) in %s are not metric files and are left "
@@ -112,7 +121,7 @@ class MasterSide:
 
         registry = CollectorRegistry(auto_describe=False)
         registry.register(
-            FilesCollector(directory.path, self.bad_file, self.check_storage, self._fold_lock)
+            FilesCollector(directory.path, self.bad_file, self.before_scrape, self._fold_lock)
         )
         registry.register(ServerCollector(arbiter, self.state, self.settings.namespace))
         self.endpoint = MetricsEndpoint(
@@ -150,12 +159,28 @@ class MasterSide:
         if directory is None:
             return
         self.check_storage()
+        if not os.path.isdir(directory.path):
+            return  # gone, and not made again (said once): the worker's files went with it
         # Its counts move into the archive; its live gauges (in-flight requests) go.
         fold_process(directory.path, pid, self._archive, self._fold_lock)
-        # Now and then, whatever child_exit never saw (an old USR2 generation's files).
-        now = time.monotonic()
-        if now - self._last_sweep > LEFTOVER_SWEEP_SECONDS:
+        self._sweep_leftovers_if_due()
+
+    def before_scrape(self) -> None:
+        self.check_storage()
+        # Also from here: a server whose workers never exit would otherwise never fold
+        # the files of processes it did not fork (the app's own short-lived processes
+        # using prometheus_client), and every scrape would read them all.
+        self._sweep_leftovers_if_due()
+
+    def _sweep_leftovers_if_due(self) -> None:
+        """Now and then, whatever child_exit never saw (an old USR2 generation's files)."""
+        directory = self.directory
+        with self._storage_lock:
+            now = time.monotonic()
+            if directory is None or now - self._last_sweep <= LEFTOVER_SWEEP_SECONDS:
+                return
             self._last_sweep = now
+        if os.path.isdir(directory.path):
             fold_leftovers(directory.path, self._archive, self._fold_lock)
 
     def pre_exec(self, arbiter: Any) -> None:
@@ -205,8 +230,17 @@ class MasterSide:
     # -- storage faults ---------------------------------------------------------------------
 
     def bad_file(self, path: str, problem: str) -> None:
-        """A metric file was set aside: if it was a live worker's, the worker writes anew."""
+        """A metric file was set aside: if it was a live worker's, the worker writes anew;
+        if it was one of this master's (an archive, its fault counts), it is written anew
+        here and now, from memory."""
         self.epoch.bump()
+        with self._storage_lock:
+            try:
+                self._archive.rewrite_gone()
+                if self.faults.counters is not None:
+                    self.faults.counters.relocate()
+            except OSError as exc:  # a full disk: the next fold or check tries again
+                self._log.debug("gunicorn-prom-ext: rewriting %s failed: %s", path, exc)
         self.faults.count("storage")
         self._log.error(
             "gunicorn-prom-ext: skipped unreadable metrics file %s (%s); moved aside as "
@@ -225,7 +259,7 @@ class MasterSide:
             try:
                 if self._fold_lock.inode(create=False) == self._sentinel:
                     return
-            except FileNotFoundError:
+            except OSError:  # gone, or its directory replaced by a file (ENOTDIR)
                 pass
             try:
                 recreate_directory(directory)

@@ -115,14 +115,23 @@ class AsgiRecorder:
         if recorder is None or started is None:
             await self.app(scope, receive, send)
             return
-        response: list[Any] = [None, 0]  # status sent, body bytes sent
+        # The status the app started, body bytes sent, whether a body message went out.
+        response: list[Any] = [None, 0, False]
 
         async def send_noting(message: Message) -> None:
             kind = message.get("type")
             if kind == "http.response.start":
                 response[0] = message.get("status")
             elif kind == "http.response.body":
-                response[1] += len(message.get("body") or b"")
+                body = message.get("body")
+                if isinstance(body, bytes | bytearray | memoryview):  # else the server says
+                    response[1] += len(body)
+                await send(message)
+                # As with WSGI, the status went out with the first body message: gunicorn's
+                # asgi worker holds the headers until then, and an app that fails before
+                # it leaves the client a 500 or nothing, never the status it started.
+                response[2] = True
+                return
             await send(message)
 
         try:
@@ -134,7 +143,8 @@ class AsgiRecorder:
         self, recorder: RequestRecorder, started: Started, scope: Scope, response: list[Any]
     ) -> None:
         try:
-            status = NO_RESPONSE_STATUS if response[0] is None else status_label(response[0])
+            sent = response[0] is not None and response[2]
+            status = status_label(response[0]) if sent else NO_RESPONSE_STATUS
             request_size, stamp = _from_headers(scope.get("headers"), recorder)
             route = scope.get(ROUTE_ENVIRON_KEY)
         except Exception:  # a scope not shaped as servers make them: still counted

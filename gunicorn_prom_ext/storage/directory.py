@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import psutil
 
 from gunicorn_prom_ext.settings import ConfigError, Problem, Settings
-from gunicorn_prom_ext.storage.names import metric_files
+from gunicorn_prom_ext.storage.names import FileName, metric_files
 
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Carries a private directory across a USR2 re-exec, so the new master adopts it
@@ -33,6 +33,9 @@ PRIVATE_DIR_ENV = "GUNICORN_PROM_EXT_PRIVATE_DIR"
 PRIVATE_PREFIX = "gunicorn-prom-ext-"
 # In a private directory: "<pid> <process start time>" of the master that owns it.
 OWNER_FILE = ".owner"
+# A process start time is known to about a second (psutil adds the boot time, whole
+# seconds, to the start in clock ticks).
+_START_TIME_SLACK = 2.0
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,9 @@ class MultiprocDirectory:
     path: str
     private: bool  # created by this package, removed when its last master exits
     foreign: tuple[str, ...] = ()  # *.db files that are not metric files, left alone
+    # Live processes other than this master whose metric files were found at a fresh
+    # start: another server uses the directory (their files are left alone).
+    shared_with: tuple[int, ...] = ()
 
 
 def prepare_directory(
@@ -52,6 +58,7 @@ def prepare_directory(
     """
     handed_over = environ.pop(PRIVATE_DIR_ENV, None)
     configured = os.path.abspath(settings.multiproc_dir) if settings.multiproc_dir else None
+    shared_with: tuple[int, ...] = ()
     # Handed over by the previous master (USR2) or by a framework command that made it
     # before importing the app (launcher.py): ours to remove at exit.
     if (
@@ -63,14 +70,16 @@ def prepare_directory(
         path, private = handed_over, True
     elif configured:
         os.makedirs(configured, exist_ok=True)
-        if not reexec and settings.cleanup_db_files:
-            wipe_stale_files(configured)
+        if not reexec:
+            shared_with = live_writers(configured)
+            if settings.cleanup_db_files:
+                wipe_stale_files(configured, keep=shared_with)
         path, private = configured, False
     else:
         path, private = make_private_directory(), True
     environ[MULTIPROC_DIR_ENV] = path
     foreign = tuple(sorted(metric_files(path)[1]))
-    return MultiprocDirectory(path, private, foreign)
+    return MultiprocDirectory(path, private, foreign, shared_with)
 
 
 def make_private_directory() -> str:
@@ -86,7 +95,8 @@ def mark_owner(path: str) -> None:
     with contextlib.suppress(OSError), open(
         os.path.join(path, OWNER_FILE), "w", encoding="ascii"
     ) as f:
-        f.write(f"{os.getpid()} {_start_time(os.getpid())}\n")
+        pid = os.getpid()
+        f.write(f"{pid} {_start_time(pid)} {_since_boot(pid)}\n")
 
 
 def sweep_orphans(parent: str | None = None) -> list[str]:
@@ -109,29 +119,70 @@ def sweep_orphans(parent: str | None = None) -> list[str]:
             if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
                 continue
             with open(os.path.join(entry.path, OWNER_FILE), encoding="ascii") as f:
-                pid_text, start_text = f.read(64).split()
-            pid, started = int(pid_text), float(start_text)
+                fields = f.read(64).split()
+            if len(fields) not in (2, 3):
+                continue
+            pid, started = int(fields[0]), float(fields[1])
+            since_boot = float(fields[2]) if len(fields) == 3 else None
         except (OSError, ValueError):
             continue  # not marked (yet): never guess
-        if _start_time(pid) != started:
+        if since_boot is not None:  # immune to the wall clock being set since
+            gone = abs(_since_boot(pid) - since_boot) > 0.05
+        else:  # written by an older release: its start time as it was then
+            gone = _start_time(pid) != started
+        if gone:
             shutil.rmtree(entry.path, ignore_errors=True)
             removed.append(entry.path)
     return removed
 
 
 def _start_time(pid: int) -> float:
-    """The process's start time, 0.0 if there is no such process."""
+    """The process's start time (Unix time), 0.0 if there is no such process.
+
+    It moves with the wall clock: psutil adds the boot time, which the kernel derives
+    from the wall clock, so setting the clock (an NTP step, a VM resumed) changes it."""
     try:
         return psutil.Process(pid).create_time()
     except psutil.Error:
         return 0.0
 
 
-def wipe_stale_files(path: str) -> int:
-    """Remove the metric files an earlier run left; anything else stays."""
+def _since_boot(pid: int) -> float:
+    """Seconds from boot to the process's start (what the kernel keeps, in clock ticks),
+    -1.0 if there is no such process."""
+    try:
+        started = psutil.Process(pid).create_time()
+    except psutil.Error:
+        return -1.0
+    return round(started - psutil.boot_time(), 2)
+
+
+def live_writers(path: str) -> tuple[int, ...]:
+    """Processes other than this one that may still be writing metric files here."""
+    pids = {name.pid for name in metric_files(path)[0] if _may_be_writing(name)}
+    pids.discard(os.getpid())
+    return tuple(sorted(pids))
+
+
+def _may_be_writing(name: FileName) -> bool:
+    """Whether the file's process lives and is old enough to have written the file (its
+    pid reused since, after a reboot say, by a process started later: a stale file)."""
+    try:
+        changed = os.stat(name.path).st_ctime
+    except OSError:
+        return False
+    started = _start_time(name.pid)
+    return 0.0 < started <= changed + _START_TIME_SLACK
+
+
+def wipe_stale_files(path: str, keep: tuple[int, ...] = ()) -> int:
+    """Remove the metric files an earlier run left; anything else stays, and so do the
+    files of the processes in ``keep`` (another server's, still writing them)."""
     removed = 0
     for name in metric_files(path)[0]:
-        with contextlib.suppress(FileNotFoundError):
+        if name.pid in keep:
+            continue
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):  # a directory: not ours
             os.remove(name.path)
             removed += 1
     return removed

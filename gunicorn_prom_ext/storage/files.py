@@ -18,10 +18,12 @@ single-process mode.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import mmap
 import os
+import stat
 import struct
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -78,6 +80,29 @@ def read_entries(data: bytes | mmap.mmap) -> Iterator[Entry]:
         value, timestamp = _TWO_DOUBLES.unpack_from(data, value_pos)
         yield Entry(key, value, timestamp, value_pos)
         pos = value_pos + 16
+
+
+class NotARegularFile(OSError):
+    """A FIFO, directory, symlink or device under a metric file's name: not a file of ours.
+    (Opening a FIFO to read it would block the scrape, and with it every fold, forever.)"""
+
+
+# Never through a symlink, never waiting for a FIFO's writer.
+_OPEN_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+
+
+def read_file(path: str) -> bytes:
+    """A metric file's whole contents; NotARegularFile if what has its name is no file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO):  # a symlink; a socket or a device
+            raise NotARegularFile(exc.errno, "not a regular file", path) from None
+        raise
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotARegularFile(errno.EINVAL, "not a regular file", path)
+        return f.read()
 
 
 def _entry_size(key: str) -> int:
@@ -142,14 +167,30 @@ class MetricFile:
         try:
             if fresh:
                 raise FileNotFoundError
-            fd = os.open(path, os.O_RDWR)
+            fd = os.open(path, os.O_RDWR | _OPEN_FLAGS)
         except FileNotFoundError:
             fd = self._create(path)
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+                raise
+            fd = self._replace_foreign(path)  # a symlink, a directory, a socket
         try:
-            return fd, mmap.mmap(fd, os.fstat(fd).st_size)
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_size < 8:  # a FIFO; nothing to map
+                os.close(fd)
+                fd = self._replace_foreign(path)
+                info = os.fstat(fd)
+            return fd, mmap.mmap(fd, info.st_size)
         except BaseException:
-            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
             raise
+
+    def _replace_foreign(self, path: str) -> int:
+        """Set aside what has the file's name without being a file of ours; a new one."""
+        with contextlib.suppress(OSError):
+            os.replace(path, path + ".corrupt")
+        return self._create(path)
 
     @property
     def detached(self) -> bool:
@@ -159,7 +200,9 @@ class MetricFile:
         # Built under a name the collector does not read, then renamed into place: a
         # scrape must never find a half-made file (a 0-byte .db fails the whole scrape).
         tmp = f"{path}.{os.getpid()}-{threading.get_ident()}.new"
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)  # a crashed predecessor's (same pid and thread): never followed
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS, 0o644)
         try:
             _reserve(fd, _INITIAL_SIZE)
             os.pwrite(fd, _INT.pack(8), 0)

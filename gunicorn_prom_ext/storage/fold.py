@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 
 from gunicorn_prom_ext.forks import act_around_forks
 from gunicorn_prom_ext.natives import natives
-from gunicorn_prom_ext.storage.files import MetricFile, read_entries
+from gunicorn_prom_ext.storage.files import MetricFile, read_entries, read_file
 from gunicorn_prom_ext.storage.names import (
     ARCHIVE_TAG,
     KINDS,
@@ -191,7 +191,8 @@ BadFile = Callable[[str, str], None]
 
 
 def set_aside(path: str, problem: str, on_bad_file: BadFile | None) -> None:
-    with contextlib.suppress(FileNotFoundError):
+    # Not movable (someone else's file in a sticky directory): left where it is, unread.
+    with contextlib.suppress(OSError):
         os.replace(path, path + ".corrupt")
         if on_bad_file is not None:
             on_bad_file(path, problem)
@@ -226,6 +227,13 @@ class Archive:
         for archive in self._files.values():
             archive.rewrite()
 
+    def rewrite_gone(self) -> None:
+        """Write anew, from memory, the archives that are no longer in place (one was set
+        aside as unreadable: left as it was, folds would go on into the set-aside file)."""
+        for archive in self._files.values():
+            if not archive.file.in_place():
+                archive.rewrite()
+
     def fold(self, name: FileName) -> bool:
         """Add one dead process's file into the archive and remove it; False if kept."""
         if name.type == "gauge" and name.mode.startswith("live"):
@@ -233,11 +241,13 @@ class Archive:
             return True
         if name.type == "gauge" and name.mode not in ("sum", "min", "max", "mostrecent"):
             return False  # "all" keeps one series per pid: nothing to fold into
-        with open(name.path, "rb") as f:
-            data = f.read()
         try:
+            # read_file: a FIFO under a dead worker's name would block gunicorn's main loop.
+            data = read_file(name.path)
             entries = list(read_entries(data)) if data else []
-        except (ValueError, UnicodeDecodeError) as exc:
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
             set_aside(name.path, str(exc), self._on_bad_file)
             return False
         archive = self._file(name.type, name.mode)

@@ -18,7 +18,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from gunicorn_prom_ext.storage.files import read_entries
+from gunicorn_prom_ext.storage.files import read_entries, read_file
 from gunicorn_prom_ext.storage.fold import BadFile, DirectoryLock, set_aside
 from gunicorn_prom_ext.storage.names import metric_files
 
@@ -31,8 +31,12 @@ _KNOWN_KEYS_LIMIT = 100_000
 
 def file_problem(path: str, known_keys: set[str]) -> str | None:
     """Why this file cannot be read (None if it can, or if it is being created)."""
-    with open(path, "rb") as f:
-        data = f.read()
+    try:
+        data = read_file(path)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:  # not a file at all (a FIFO, a directory), or not ours to read
+        return exc.strerror or str(exc)
     if not data:
         age = time.time() - os.stat(path).st_mtime
         return None if age < _NEWBORN_SECONDS else "empty file"
@@ -75,6 +79,10 @@ class FilesCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         if self._before_read is not None:
             self._before_read()
+        if not os.path.isdir(self._path):
+            # Gone, or replaced by a file, and not made again (before_read said so): the
+            # page still has the server's own metrics.
+            return []
         # Shared with other scrapes, exclusive of a fold (see fold.py).
         with self._lock.shared():
             try:
@@ -85,18 +93,29 @@ class FilesCollector(Collector):
                 return self._collect()
 
     def _collect(self) -> list[Metric]:
-        readable = []
-        for name in metric_files(self._path)[0]:
-            try:
-                problem = file_problem(name.path, self._known_keys)
-                if problem is None:
-                    if os.path.getsize(name.path):
-                        readable.append(name.path)
-                    continue
-            except FileNotFoundError:
-                continue  # removed since the listing (a dead worker's live gauges)
-            set_aside(name.path, problem, self._on_bad_file)
+        readable = self._readable()
         merged: list[Metric] = list(
             MultiProcessCollector.merge(readable, accumulate=True)  # type: ignore[no-untyped-call]
         )
         return merged
+
+    def _readable(self) -> list[str]:
+        """The metric files that can be read. When one had to be set aside, the directory
+        is listed once more: the master writes its own files anew from memory at once
+        (on_bad_file), and this scrape must not go without them."""
+        for _ in range(2):
+            readable, set_aside_some = [], False
+            for name in metric_files(self._path)[0]:
+                try:
+                    problem = file_problem(name.path, self._known_keys)
+                    if problem is None:
+                        if os.path.getsize(name.path):
+                            readable.append(name.path)
+                        continue
+                except FileNotFoundError:
+                    continue  # removed since the listing (a dead worker's live gauges)
+                set_aside(name.path, problem, self._on_bad_file)
+                set_aside_some = True
+            if not set_aside_some:
+                break
+        return readable

@@ -1,0 +1,207 @@
+"""The metrics port against attacks that once broke it, each on a real gunicorn.
+
+- Connections open while the master forks (HUP, TTIN) were inherited by every new worker:
+  a handler's file objects made ``close()`` in the child a no-op, and a TLS connection
+  mid-handshake was owned by an object the child never saw.
+- Under a low descriptor limit, a flood of clients trickling bytes held the endpoint for
+  as long as it lasted: the reaper needed a descriptor (``dup``) to cut a client off, so
+  at EMFILE it forgot clients without cutting them off, and more came in past the cap.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psutil
+import pytest
+import trustme
+from harness import Gunicorn
+
+pytestmark = pytest.mark.slow
+GunicornFactory = Callable[..., Gunicorn]
+
+
+def _metrics_sockets(pid: int, port: int) -> int:
+    """TCP sockets of the process on the metrics port (the listener or connections)."""
+    return sum(
+        1 for c in psutil.Process(pid).net_connections(kind="tcp")
+        if c.laddr and c.laddr.port == port
+    )  # fmt: skip
+
+
+@pytest.fixture
+def tls_env(tmp_path: Path) -> Iterator[tuple[dict[str, str], ssl.SSLContext]]:
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    env = {"PROMETHEUS_SSL_ENABLED": "true", "PROMETHEUS_SSL_CERTFILE": str(cert),
+           "PROMETHEUS_SSL_KEYFILE": str(key)}  # fmt: skip
+    yield env, client
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_workers_forked_while_clients_hang_on_hold_none_of_their_connections(
+    gunicorn_factory: GunicornFactory,
+    tls_env: tuple[dict[str, str], ssl.SSLContext],
+    tls: bool,
+) -> None:
+    env = {"PROMETHEUS_MAX_CONNECTIONS": "32", "PROMETHEUS_HEADER_TIMEOUT": "60"}
+    context = None
+    if tls:
+        env.update(tls_env[0])
+        context = tls_env[1]
+    g = gunicorn_factory("testapp:app", workers=2, env=env, metrics_ssl_context=context)
+    g.start()
+    port = g.metrics_port
+    held: list[socket.socket] = []
+    try:
+        for i in range(20):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            if i % 2:  # half of them past accept and TLS, inside the request's head
+                if context is not None:
+                    s = context.wrap_socket(s, server_hostname="127.0.0.1")
+                s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            held.append(s)  # the other half silent (over TLS: a handshake never begun)
+        g.wait_for(lambda: _metrics_sockets(g.master_pid, port) == 21)  # + the listener
+
+        old = set(g.worker_pids())
+        g.signal(signal.SIGHUP)
+        g.wait_for(lambda: len(g.worker_pids()) == 2 and not old & set(g.worker_pids()))
+        g.signal(signal.SIGTTIN)
+        g.wait_for(lambda: len(g.worker_pids()) == 3)
+        for pid in g.worker_pids():
+            assert _metrics_sockets(pid, port) == 0, f"worker {pid} kept the master's sockets"
+        # The clients are still the master's, and answered once they finish their head.
+        assert _metrics_sockets(g.master_pid, port) == 21
+        last = held[-1]
+        last.sendall(b"\r\n")
+        assert last.recv(12) == b"HTTP/1.0 200"
+        assert g.metrics_response(timeout=5)[0] == 200
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_clients_are_cut_off_on_time_even_when_the_master_is_out_of_descriptors(
+    gunicorn_factory: GunicornFactory,
+) -> None:
+    env = {"PROMETHEUS_MAX_CONNECTIONS": "16", "PROMETHEUS_HEADER_TIMEOUT": "2"}
+    g = gunicorn_factory("testapp:app", workers=2, env=env).start()
+    time.sleep(2)  # gunicorn's master opens what it needs after start (its control socket)
+    # A descriptor limit that 12 connections exhaust (an operator's low ulimit, or a
+    # master that needs its descriptors for something else): below the cap of 16.
+    master = psutil.Process(g.master_pid)
+    limit = master.num_fds() + 12
+    master.rlimit(psutil.RLIMIT_NOFILE, (limit, limit))
+    # 14 clients trickling a byte every 50 ms: every read the server makes succeeds,
+    # so only the head deadline can cut them off (two wait in the accept queue at first).
+    clients = [socket.create_connection(("127.0.0.1", g.metrics_port), timeout=1)
+               for _ in range(14)]  # fmt: skip
+    connected = time.monotonic()
+    lifetimes: dict[int, float] = {}
+    while len(lifetimes) < len(clients) and time.monotonic() - connected < 12:
+        for i, s in enumerate(clients):
+            if i in lifetimes:
+                continue
+            try:
+                s.send(b"G")
+            except OSError:
+                lifetimes[i] = time.monotonic() - connected
+        time.sleep(0.05)
+    for s in clients:
+        s.close()
+    # Each within its 2 s of the accept (the queued two after a first round): never held.
+    assert len(lifetimes) == len(clients), f"{len(clients) - len(lifetimes)} never cut off"
+    assert max(lifetimes.values()) < 8
+    assert g.metrics_response(timeout=5)[0] == 200
+    assert g.request("/") == (200, b"hello")
+
+
+def test_a_flood_of_scrapes_of_a_big_page_does_not_stall_the_master(
+    gunicorn_factory: GunicornFactory,
+) -> None:
+    # A big page: 2,000 label sets per worker (an adapter passing raw paths), ~10 MB.
+    g = gunicorn_factory("testapp:app", "-k", "gthread", "--threads", "8", workers=2).start()
+    with ThreadPoolExecutor(16) as pool:
+        statuses = set(pool.map(lambda i: g.request(f"/misroute/r{i}")[0], range(4000)))
+    assert statuses == {200}
+    stop = threading.Event()
+    results: list[object] = []
+
+    def scrape_in_a_loop() -> None:  # anyone who can reach the port, by default
+        deadline = time.monotonic() + 60
+        while not stop.is_set() and time.monotonic() < deadline:
+            connection = http.client.HTTPConnection("127.0.0.1", g.metrics_port, timeout=30)
+            try:
+                connection.request("GET", "/metrics")
+                response = connection.getresponse()
+                response.read()
+                results.append(response.status)
+            except (OSError, http.client.HTTPException) as exc:
+                results.append(type(exc).__name__)
+            finally:
+                connection.close()
+
+    scrapers = [threading.Thread(target=scrape_in_a_loop, daemon=True) for _ in range(24)]
+    for scraper in scrapers:
+        scraper.start()
+    try:
+        time.sleep(3)
+        # gunicorn's main loop folds a dead worker's files, then replaces it: once, that
+        # fold waited behind two dozen renderings competing for the GIL, for minutes.
+        victim = g.worker_pids()[0]
+        killed = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        g.wait_for(lambda: len(g.worker_pids()) == 2 and victim not in g.worker_pids(),
+                   timeout=15)  # fmt: skip
+        assert time.monotonic() - killed < 10
+        assert g.request("/")[0] == 200
+    finally:
+        stop.set()
+        for scraper in scrapers:
+            scraper.join(40)
+    assert results and set(results) == {200}
+
+
+def test_oversized_request_heads_cost_the_master_no_memory(
+    gunicorn_factory: GunicornFactory,
+) -> None:
+    g = gunicorn_factory("testapp:app").start()
+    master = psutil.Process(g.master_pid)
+    before = master.memory_info().rss
+    line = b"X-Filler: " + b"a" * 65000 + b"\r\n"
+    answers: list[bytes] = []
+
+    def send_a_huge_head() -> None:
+        # What http.server alone accepts: 100 header lines of 64 KiB (~6.5 MB).
+        with socket.create_connection(("127.0.0.1", g.metrics_port), timeout=10) as s:
+            try:
+                s.sendall(b"GET /metrics HTTP/1.1\r\n" + line * 99)
+                answers.append(s.recv(64))
+            except OSError:
+                answers.append(b"cut off")  # the 431 came while it was still sending
+
+    for _ in range(3):
+        clients = [threading.Thread(target=send_a_huge_head) for _ in range(32)]
+        for client in clients:
+            client.start()
+        for client in clients:
+            client.join(30)
+    growth = master.memory_info().rss - before
+    assert growth < 64 << 20, f"the master grew by {growth >> 20} MiB"
+    assert all(a.startswith(b"HTTP/1.0 431") or a == b"cut off" for a in answers), answers
+    # A head of honest size, even with a long token, is still answered.
+    assert g.metrics_response(headers={"X-Long-Token": "t" * 16000})[0] == 200
