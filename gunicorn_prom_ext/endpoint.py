@@ -11,11 +11,13 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import dataclasses
 import gzip
 import hmac
 import http.client
 import io
 import os
+import resource
 import socket
 import ssl
 import threading
@@ -100,6 +102,7 @@ class MetricsEndpoint:
         if self._thread is not None or self._stopping.is_set():
             return
         self._owner_pid = os.getpid()
+        self._limits = self._within_descriptor_limit(self._limits)
         # The first attempt is made here, in the caller's thread, so that a port that is
         # free is serving by the time when_ready returns.
         server = self._try_bind(failing=False)
@@ -107,6 +110,26 @@ class MetricsEndpoint:
             target=self._run, args=(server,), name="gunicorn-prom-ext-metrics", daemon=True
         )
         self._thread.start()
+
+    def _within_descriptor_limit(self, limits: Limits) -> Limits:
+        """At most half the descriptors the master has to spare: connections held to the
+        full cap must never leave gunicorn's own main loop without one."""
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if soft == resource.RLIM_INFINITY:
+            return limits
+        try:
+            in_use = len(os.listdir("/proc/self/fd"))
+        except OSError:
+            in_use = 64
+        room = max(1, (soft - in_use) // 2)
+        if limits.max_connections <= room:
+            return limits
+        self._log.warning(
+            "metrics endpoint: holding at most %d connections, not %d: the master may open "
+            "%d files and has %d open (raise the limit with ulimit -n)",
+            room, limits.max_connections, soft, in_use,
+        )  # fmt: skip
+        return dataclasses.replace(limits, max_connections=room)
 
     def close_inherited_socket(self) -> None:
         """In a forked child: its copies were closed right after the fork (http_server.py);

@@ -205,3 +205,24 @@ def test_oversized_request_heads_cost_the_master_no_memory(
     assert all(a.startswith(b"HTTP/1.0 431") or a == b"cut off" for a in answers), answers
     # A head of honest size, even with a long token, is still answered.
     assert g.metrics_response(headers={"X-Long-Token": "t" * 16000})[0] == 200
+
+
+def test_the_connection_cap_stays_within_the_descriptor_limit(
+    gunicorn_factory: GunicornFactory,
+) -> None:
+    # 32 connections held under a limit of 64 descriptors would leave gunicorn's own main
+    # loop none: the cap shrinks to half of what the master has to spare, and says so.
+    g = gunicorn_factory("testapp:app", nofile=64).start()
+    line = next(line for line in g.log_text().splitlines() if "holding at most" in line)
+    cap = int(line.split("holding at most ")[1].split()[0])
+    assert 1 <= cap < 32
+    held = [socket.create_connection(("127.0.0.1", g.metrics_port), timeout=5)
+            for _ in range(40)]  # fmt: skip
+    try:
+        time.sleep(0.5)
+        assert g.metrics_response(timeout=5)[0] == 200
+        assert g.request("/") == (200, b"hello")
+        assert psutil.Process(g.master_pid).num_fds() < 64
+    finally:
+        for s in held:
+            s.close()

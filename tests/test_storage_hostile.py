@@ -121,7 +121,8 @@ def test_truncated_live_file_kills_only_that_worker(gunicorn_factory: GunicornFa
     os.truncate(g.multiproc_dir / f"histogram_gpe-{worker}-0.db", 0)
     g.request("/items/2")  # the write that meets the truncated mapping
     g.wait_for(lambda: g.worker_pids() and g.worker_pids() != [worker], timeout=10)
-    assert g.value("gunicorn_worker_exits_total", reason="killed") == 1.0
+    g.wait_for(lambda: g.value("gunicorn_worker_exits_total", reason="killed") == 1.0,
+               message=g.metrics_text())  # fmt: skip
     assert g.request("/items/3")[0] == 200
     assert g.metrics_response()[0] == 200
 
