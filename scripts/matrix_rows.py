@@ -98,6 +98,7 @@ ROWS: tuple[Row, ...] = (
         why="the Django and Flask adapters' tests on the oldest Django and Flask",
         tests=FRAMEWORK_TESTS,
         pins=("Django==4.2.*", "Flask==2.3.*", "pytest-django>=4.5", "trustme>=1.1",
+              "uvicorn-worker>=0.2",
               "djangorestframework==3.15.*"),
     ),
     Row(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import http.client
+import importlib
 import os
 import resource
 import shutil
@@ -67,6 +68,18 @@ def require_tool(name: str) -> str:
     if os.environ.get("CI") == "true":
         pytest.fail(msg)
     pytest.skip(msg)
+
+
+def require_module(name: str) -> object:
+    """Import a third-party module a test needs; skip without it (fail when CI=true: a
+    matrix row that runs the test must install it)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        msg = f"required module {name!r} not installed: {exc}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
 
 
 def wait_for(

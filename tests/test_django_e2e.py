@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from harness import REPO_ROOT, Gunicorn, clean_environ, free_port, parse_metrics
+from harness import REPO_ROOT, Gunicorn, clean_environ, free_port, parse_metrics, require_module
 from test_startup_errors import assert_nothing_left, assert_one_error, fail_to_start
 
 pytest.importorskip("django")
@@ -171,8 +171,10 @@ def test_rungunicorn_serves_the_asgi_application_to_an_asgi_worker_class(
     """uvicorn's and gunicorn's asgi workers call the app as ASGI: rungunicorn hands them
     the project's ASGI application (ASGI_APPLICATION when set, else Django's own), not
     WSGI_APPLICATION, which answered 500 to every request."""
-    module = "uvicorn_worker" if worker_class.startswith("uvicorn") else "gunicorn.workers.gasgi"
-    pytest.importorskip(module)
+    if worker_class.startswith("uvicorn"):
+        require_module("uvicorn_worker")
+    else:
+        pytest.importorskip("gunicorn.workers.gasgi")  # gunicorn 24 and later
     env = {"TEST_ASGI_APPLICATION": asgi_application}
     g = django_server(gunicorn_factory, "-k", worker_class, env=env)
     g.start()

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import psutil
 import pytest
+from harness import REPO_ROOT, Gunicorn
 
 pytest.importorskip("flask")
 
-from harness import REPO_ROOT, Gunicorn
 from test_startup_errors import assert_nothing_left, assert_one_error, fail_to_start
 
 pytestmark = pytest.mark.slow
