@@ -21,13 +21,11 @@ from gunicorn_prom_ext.master import MasterSide, warn_unapplied_gunicorn_setting
 from gunicorn_prom_ext.settings import Settings
 from gunicorn_prom_ext.sources import load_settings
 from gunicorn_prom_ext.storage.directory import ensure_multiprocess_mode
-from gunicorn_prom_ext.worker import WorkerSide
+from gunicorn_prom_ext.worker import WorkerSide, ignore
 
 FrameworkSettings = Callable[[Any], Mapping[str, object]]
 
 
-def _ignore(*args: Any) -> None:
-    return None
 
 
 class PrometheusHooks:
@@ -60,8 +58,8 @@ class PrometheusHooks:
         self._added_pre_request = self._added["pre_request"]
         self._added_post_request = self._added["post_request"]
         # The worker side's request hooks once this process is a worker (worker.py).
-        self._pre_request: Callable[..., None] = _ignore
-        self._post_request: Callable[..., None] = _ignore
+        self._pre_request: Callable[..., None] = ignore
+        self._post_request: Callable[..., None] = ignore
 
     @property
     def settings(self) -> Settings | None:

@@ -106,13 +106,10 @@ class AsgiRecorder:
             return
         self.requests += 1
         recorder = self._recorders.current()
-        started: Started | None = None
-        if recorder is not None:
-            try:
-                started = recorder.begin(str(scope.get("method", "")))
-            except Exception as exc:
-                self._recorders.failed("the ASGI middleware", exc)
-        if recorder is None or started is None:
+        try:
+            started = recorder.begin(str(scope.get("method", "")))
+        except Exception as exc:
+            self._recorders.failed("the ASGI middleware", exc)
             await self.app(scope, receive, send)
             return
         # The status the app started, body bytes sent, whether a body message went out.
@@ -181,8 +178,6 @@ class WsgiRecorder:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         recorder = self._recorders.current()
-        if recorder is None:
-            return self.app(environ, start_response)
         try:
             started = recorder.begin(str(environ.get("REQUEST_METHOD", "")))
         except Exception as exc:

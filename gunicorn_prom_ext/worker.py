@@ -24,7 +24,8 @@ from gunicorn_prom_ext.worker_classes import Recording
 RequestHook = Callable[..., None]
 
 
-def _ignore(*args: Any) -> None:
+def ignore(*args: Any) -> None:
+    """A request hook that does nothing (the master's, or a middleware worker's)."""
     return None
 
 
@@ -53,7 +54,7 @@ class WorkerSide:
         self._middleware: object = None  # the ASGI middleware when it counts requests
         self.pre_request, self.post_request = (
             _request_hooks(self.recorders, epoch) if recording.way == "hooks"
-            else (_ignore, _ignore)
+            else (ignore, ignore)
         )  # fmt: skip
 
     def post_fork(self, worker: Any) -> None:
