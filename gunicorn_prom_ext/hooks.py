@@ -12,6 +12,7 @@ gunicorn prints it as one "Error: ..." line and exits 1 before serving.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
@@ -24,8 +25,6 @@ from gunicorn_prom_ext.storage.directory import ensure_multiprocess_mode
 from gunicorn_prom_ext.worker import WorkerSide, ignore
 
 FrameworkSettings = Callable[[Any], Mapping[str, object]]
-
-
 
 
 class PrometheusHooks:
@@ -206,6 +205,11 @@ class PrometheusHooks:
         try:
             if self._worker is not None:
                 self._worker.worker_exit(worker)
+            elif self._master is not None and os.getpid() == worker.ppid:
+                # In the master, gunicorn calls worker_exit (not child_exit) for a worker
+                # it drops from its table because a signal to it found no process:
+                # still an exit, or spawns and exits would stay one apart for good.
+                self._master.child_exit(worker)
         except Exception:
             self._faults.hook_failed("hook", worker.log, "worker_exit")
 

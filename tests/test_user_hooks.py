@@ -197,3 +197,37 @@ def test_user_when_ready_that_raises_leaves_no_private_directory(
     assert code == 1, out
     assert f"metrics directory {tmp_dir}/gunicorn-prom-ext-" in out, out
     assert sorted(p.name for p in tmp_dir.iterdir()) == [], out
+
+
+def test_a_worker_reaped_behind_gunicorns_back_still_counts_as_an_exit(
+    gunicorn_factory: GunicornFactory, tmp_path: Path
+) -> None:
+    """gunicorn drops such a worker through worker_exit in the master, not child_exit."""
+    log, trigger = tmp_path / "reaper.log", tmp_path / "reap"
+    g = gunicorn_factory(
+        "testapp:app", *FAST, "--timeout", "1",
+        config=str(APPS_DIR / "reaper_conf.py"), workers=2,
+        env={"REAPER_LOG": str(log), "REAPER_TRIGGER": str(tmp_path / "reap")},
+    ).start()  # fmt: skip
+    reaped = 0
+    for _attempt in range(5):  # gunicorn's own reaping can win the race; then try again
+        victim = g.worker_pids()[0]
+        trigger.write_text(str(victim))
+        g.wait_for(lambda v=victim: log.exists() and str(v) in log.read_text(), timeout=10)
+        if f"reaped {victim}" in log.read_text():
+            reaped += 1
+            break
+        g.wait_for(lambda: len(g.worker_pids()) == 2, timeout=10)
+    assert reaped == 1, log.read_text()
+    spawned = 3 + _attempt  # two at start, a replacement for each worker gone
+
+    def replaced() -> Samples | None:
+        # gunicorn notices at its next signal to the worker (its timeout check), forgets
+        # it and starts a replacement.
+        m = g.metrics()
+        return m if m[("gunicorn_worker_spawns_total", ())] == spawned else None
+
+    g.wait_for(replaced, timeout=10, message="a replacement for the reaped worker")
+    m = g.metrics()
+    assert m[("gunicorn_workers", ())] == 2.0
+    assert sum(exits(m).values()) == spawned - 2
