@@ -213,7 +213,8 @@ def test_a_worker_reaped_behind_gunicorns_back_still_counts_as_an_exit(
     for _attempt in range(5):  # gunicorn's own reaping can win the race; then try again
         victim = g.worker_pids()[0]
         trigger.write_text(str(victim))
-        g.wait_for(lambda v=victim: log.exists() and str(v) in log.read_text(), timeout=10)
+        heard = f" {victim}\n"
+        g.wait_for(lambda: log.exists() and heard in log.read_text(), timeout=10)  # noqa: B023
         if f"reaped {victim}" in log.read_text():
             reaped += 1
             break
