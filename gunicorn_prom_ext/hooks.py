@@ -205,7 +205,7 @@ class PrometheusHooks:
         try:
             if self._worker is not None:
                 self._worker.worker_exit(worker)
-            elif self._master is not None and os.getpid() == worker.ppid:
+            elif self._master is not None and os.getpid() == getattr(worker, "ppid", None):
                 # In the master, gunicorn calls worker_exit (not child_exit) for a worker
                 # it drops from its table because a signal to it found no process:
                 # still an exit, or spawns and exits would stay one apart for good.
