@@ -33,8 +33,7 @@ def parse_stamp(value: object) -> float | None:
         if type(value) is not bytes:
             return None
         value = value.decode("latin-1")
-    if value[:2] == "t=":
-        value = value[2:]
+    value = value.removeprefix("t=")
     # ASCII digits and dots only: float() alone would also take "1_0", "inf", "-1", "1e9",
     # " 1" and other scripts' digits. (One C call; this runs for every stamped request.)
     if len(value) > _MAX_LENGTH or value.strip("0123456789."):
@@ -65,20 +64,6 @@ class QueueClock:
         self._pos = 0
         self._fresh = False
         self.skewed = 0.0
-
-    def waited(self, stamp: object, started_at: float) -> float | None:
-        """Seconds between the stamp and ``started_at`` (Unix time); None if malformed.
-
-        A stamp in the future (the proxy's clock runs ahead) counts as 0 and as skew.
-        """
-        seconds = parse_stamp(stamp)
-        if seconds is None:
-            return None
-        waited = started_at - seconds
-        if waited >= 0.0:
-            return waited
-        self.count_skew()
-        return 0.0
 
     def count_skew(self) -> None:
         self.skewed += 1.0

@@ -9,10 +9,10 @@ Label rules live in labels.py.
 from __future__ import annotations
 
 import math
-import time
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from contextvars import ContextVar
+from time import perf_counter, time
 from typing import Any
 
 from gunicorn_prom_ext.labels import (
@@ -24,6 +24,7 @@ from gunicorn_prom_ext.labels import (
     OVERFLOW_ROUTE,
     REQUEST_LABELS,
     ROUTE_ENVIRON_KEY,
+    SMALL_BODY_SIZES,
     STANDARD_METHODS,
     STATUS_LABELS,
     MetricNames,
@@ -62,14 +63,15 @@ class _Series:
         h.sum += duration
         doubles[h.sum_index] = h.sum
         h = self.request_size
-        i = bisect_left(h.bounds, request_size)
+        # Most requests have no body: size 0 is always the first bucket (no search).
+        i = bisect_left(h.bounds, request_size) if request_size else 0
         count = h.counts[i] + 1.0
         h.counts[i] = count
         doubles[h.indexes[i]] = count
         h.sum += request_size
         doubles[h.sum_index] = h.sum
         h = self.response_size
-        i = bisect_left(h.bounds, response_size)
+        i = bisect_left(h.bounds, response_size) if response_size else 0
         count = h.counts[i] + 1.0
         h.counts[i] = count
         doubles[h.indexes[i]] = count
@@ -136,13 +138,13 @@ class RequestRecorder:
         active[1] += 1.0
         self._gauges.doubles[active[0]] = active[1]
         if self._one_at_a_time:
-            self._pending = (time.perf_counter(), method)
+            self._pending = (perf_counter(), method)
         else:
-            self._started.set((time.perf_counter(), method))
+            self._started.set((perf_counter(), method))
 
     def hook_finished(self, environ: Mapping[str, Any] | None, resp: Any) -> None:
         """post_request of gunicorn's WSGI workers: the status by the headers_sent rule."""
-        now = time.perf_counter()
+        now = perf_counter()
         if self._one_at_a_time:
             started, self._pending = self._pending, None
         else:
@@ -175,7 +177,8 @@ class RequestRecorder:
                 route = environ.get(ROUTE_ENVIRON_KEY, "")
                 length = environ.get("CONTENT_LENGTH")
                 if length:
-                    size = body_size(length)
+                    known = SMALL_BODY_SIZES.get(length)
+                    size = known if known is not None else body_size(length)
                 if self._queue_key is not None:
                     stamp = environ.get(self._queue_key)
         except Exception:  # a response or environ not shaped as gunicorn makes them
@@ -195,7 +198,7 @@ class RequestRecorder:
         active = self._active.get(method) or self._new_active(method)
         active[1] += 1.0
         self._gauges.doubles[active[0]] = active[1]
-        return time.perf_counter(), method
+        return perf_counter(), method
 
     def end(
         self,
@@ -211,7 +214,7 @@ class RequestRecorder:
         ``status`` is a label (``status_label``), ``route`` whatever the adapter wrote.
         """
         start, method = started
-        now = time.perf_counter()
+        now = perf_counter()
         active = self._active[method]
         active[1] -= 1.0
         self._gauges.doubles[active[0]] = active[1]
@@ -292,15 +295,22 @@ class RequestRecorder:
         seconds = parse_stamp(stamp)
         if seconds is None:
             return  # missing or malformed: nothing recorded
-        waited = time.time() - elapsed - seconds
+        waited = time() - elapsed - seconds
         if waited < 0.0:  # the proxy's clock runs ahead of ours
             assert self._queue is not None
             self._queue.count_skew()
             waited = 0.0
-        histogram = self._queue_histogram
-        if histogram is None:
-            histogram = self._queue_histogram = self._new_queue_histogram()
-        histogram.observe(waited)
+        h = self._queue_histogram
+        if h is None:
+            h = self._queue_histogram = self._new_queue_histogram()
+        # FileHistogram.observe, written out: one call frame less per stamped request.
+        i = bisect_left(h.bounds, waited)
+        count = h.counts[i] + 1.0
+        h.counts[i] = count
+        doubles = h.file.doubles
+        doubles[h.indexes[i]] = count
+        h.sum += waited
+        doubles[h.sum_index] = h.sum
 
     def _new_queue_histogram(self) -> FileHistogram:
         name, bounds = self._names.queue, self._duration_bounds
