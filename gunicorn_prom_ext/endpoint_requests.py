@@ -58,7 +58,7 @@ class RequestHandler(BaseHTTPRequestHandler):
     def parse_request(self) -> bool:
         if not super().parse_request():
             return False
-        self._connection.head_done = True  # from here on it is being answered
+        self._connection.answering()
         # Answering here covers every method, not only those with a do_* method.
         if self.command in ("GET", "HEAD"):
             return True

@@ -1,14 +1,17 @@
 """A small HTTP(S) server for the master's metrics port that nobody can exhaust.
 
-One accept thread, one thread per connection, and three bounds:
+One accept thread, one thread per connection, and these bounds:
 
-- at most ``max_connections`` connections at once: past it, the connection that has been
-  waiting longest for its request is closed to make room (a scraper sends its request
-  at once, so idle connections are the ones to go); if every connection is busy being
-  answered, the new one is closed instead;
+- at most ``max_connections`` connections at once, and at most half of them from one
+  client address: past either, the connection (of that address, for the second) that has
+  been waiting longest for its request is closed to make room (a scraper sends its
+  request at once, so idle connections are the ones to go); if every one is busy being
+  answered, the new one is closed instead. One client reading its answers slowly can
+  hold half the connections, never the ones a scraper or a health probe needs;
 - ``header_timeout`` seconds from accept to the end of the request's head (TLS handshake
   included): a client that connects and says nothing, or trickles bytes, is cut off;
-- ``io_timeout`` seconds for any single read or write after that.
+- ``response_timeout`` seconds from there to the end of the answer;
+- ``io_timeout`` seconds for any single read or write.
 
 The gunicorn master forks workers while this server runs. A fork copies every open
 descriptor, so without care each worker would inherit the listening socket and every
@@ -24,6 +27,7 @@ import errno
 import os
 import socket
 import ssl
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +38,7 @@ from .natives import Natives, natives
 
 ACCEPT_BATCH = 64  # connections taken per wake-up, so a burst cannot starve the reaper
 TICK = 0.25  # how often deadlines are checked (and stop() is noticed at the latest)
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,11 @@ class Limits:
     max_connections: int = 32
     header_timeout: float = 5.0
     io_timeout: float = 10.0
+    response_timeout: float = 30.0
+
+    @property
+    def per_address(self) -> int:
+        return max(1, self.max_connections // 2)
 
 
 @dataclass(eq=False)
@@ -48,12 +58,24 @@ class Connection:
     sock: socket.socket
     fd: int
     address: Any
-    deadline: float  # monotonic time by which the request's head must be in
+    deadline: float  # monotonic time by which the request's head (then answer) must be done
+    response_timeout: float = 30.0
     head_done: bool = False
     # Shut down by a limit: no longer counted, but still listed (and its descriptor
     # still open) until its thread closes it, so a fork meanwhile closes its copy too.
     closing: bool = False
     accepted: float = field(default_factory=time.monotonic)
+
+    @property
+    def host(self) -> object:
+        return self.address[0] if isinstance(self.address, tuple) else self.address
+
+    def answering(self) -> None:
+        """The request's head is in: from now on it is being answered, within its time."""
+        # The deadline first: the reaper, reading both meanwhile, must never see the head
+        # done with the head's deadline, which may be about to pass.
+        self.deadline = time.monotonic() + self.response_timeout
+        self.head_done = True
 
 
 # What a connection's thread runs once the connection is accepted (and TLS set up).
@@ -146,9 +168,11 @@ class BoundedServer:
                         raise
                     starved = True
                 else:
+                    limits = self.limits
                     connection = Connection(
-                        sock, sock.fileno(), address, time.monotonic() + self.limits.header_timeout
-                    )
+                        sock, sock.fileno(), address, time.monotonic() + limits.header_timeout,
+                        limits.response_timeout,
+                    )  # fmt: skip
                     admitted = self._admit(connection)
                     if not admitted:  # closed under the lock: a fork never keeps it open
                         with contextlib.suppress(OSError):
@@ -177,20 +201,32 @@ class BoundedServer:
     def _admit(self, new: Connection) -> bool:
         with self._lock:
             counted = [c for c in self._connections.values() if not c.closing]
-            if len(counted) >= self.limits.max_connections:
-                waiting = [c for c in counted if not c.head_done]
-                if not waiting:
-                    return False
-                oldest = min(waiting, key=lambda c: c.accepted)
-                self._close_by_limit(oldest)
-                self._limit()
+            same_host = [c for c in counted if c.host == new.host]
+            if len(same_host) >= self.limits.per_address:
+                full: list[Connection] | None = same_host
+            elif len(counted) >= self.limits.max_connections:
+                full = counted
+            else:
+                full = None
+            if full is not None and not self._make_room(full):
+                return False
             self._connections[new.fd] = new
             return True
 
+    def _make_room(self, among: list[Connection]) -> bool:
+        """With _lock held: close the one of these that has waited longest for its
+        request's head; False if every one is being answered."""
+        waiting = [c for c in among if not c.head_done]
+        if not waiting:
+            return False
+        self._close_by_limit(min(waiting, key=lambda c: c.accepted))
+        self._limit()
+        return True
+
     def _reap(self, now: float) -> None:
         with self._lock:
-            expired = [c for c in self._connections.values() if not c.head_done
-                       and not c.closing and c.deadline <= now]  # fmt: skip
+            expired = [c for c in self._connections.values()
+                       if not c.closing and c.deadline <= now]  # fmt: skip
             for connection in expired:
                 self._close_by_limit(connection)
         for _ in expired:
@@ -199,7 +235,7 @@ class BoundedServer:
     def _close_by_limit(self, connection: Connection) -> None:
         """With _lock held: wake its thread, which closes it; it stops counting now."""
         connection.closing = True
-        self._shutdown(connection.fd)
+        self._shutdown(connection.fd, abort=True)
 
     def _limit(self) -> None:
         if self._on_limit is not None:
@@ -212,7 +248,7 @@ class BoundedServer:
         sock = connection.sock
         try:
             sock.setblocking(True)
-            # Until the head is in, the reaper enforces the deadline; this bounds each read.
+            # The reaper enforces the deadlines; this bounds each read and write.
             sock.settimeout(self.limits.io_timeout)
             if self._ssl_context is not None:
                 # The TLS socket takes the descriptor over: swapped under the fork lock,
@@ -237,9 +273,11 @@ class BoundedServer:
                 with contextlib.suppress(OSError):
                     sock.close()
 
-    def _shutdown(self, fd: int) -> None:
+    def _shutdown(self, fd: int, *, abort: bool = False) -> None:
         """Shut a connection down by descriptor: whichever object owns it (a plain or a
-        TLS socket, mid-handshake or not), its thread wakes up and closes it.
+        TLS socket, mid-handshake or not), its thread wakes up and closes it. ``abort``:
+        the close resets the connection, dropping what the kernel still holds to send
+        (else a slow reader would go on getting megabytes of it after the cut).
 
         Through a socket object borrowing the descriptor, not a dup() of it: that would
         fail with EMFILE exactly when a flood has taken every descriptor, and a fork in
@@ -247,6 +285,8 @@ class BoundedServer:
         with contextlib.suppress(OSError):
             borrowed = self._real.socket.socket(fileno=fd)
             try:
+                if abort:
+                    borrowed.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
                 borrowed.shutdown(socket.SHUT_RDWR)
             finally:
                 borrowed.detach()  # the descriptor stays its owner's to close

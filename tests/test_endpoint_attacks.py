@@ -69,7 +69,9 @@ def test_workers_forked_while_clients_hang_on_hold_none_of_their_connections(
     held: list[socket.socket] = []
     try:
         for i in range(20):
-            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            # From two addresses: one address may hold at most half the 32 connections.
+            source = (f"127.0.0.{2 + i % 2}", 0)
+            s = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=source)
             if i % 2:  # half of them past accept and TLS, inside the request's head
                 if context is not None:
                     s = context.wrap_socket(s, server_hostname="127.0.0.1")
@@ -141,10 +143,14 @@ def test_a_flood_of_scrapes_of_a_big_page_does_not_stall_the_master(
     stop = threading.Event()
     results: list[object] = []
 
-    def scrape_in_a_loop() -> None:  # anyone who can reach the port, by default
+    def scrape_in_a_loop(n: int) -> None:  # anyone who can reach the port, by default
         deadline = time.monotonic() + 60
+        # From two addresses: one address may hold at most half the 32 connections.
+        source = (f"127.0.0.{2 + n % 2}", 0)
         while not stop.is_set() and time.monotonic() < deadline:
-            connection = http.client.HTTPConnection("127.0.0.1", g.metrics_port, timeout=30)
+            connection = http.client.HTTPConnection(
+                "127.0.0.1", g.metrics_port, timeout=30, source_address=source
+            )
             try:
                 connection.request("GET", "/metrics")
                 response = connection.getresponse()
@@ -155,7 +161,8 @@ def test_a_flood_of_scrapes_of_a_big_page_does_not_stall_the_master(
             finally:
                 connection.close()
 
-    scrapers = [threading.Thread(target=scrape_in_a_loop, daemon=True) for _ in range(24)]
+    scrapers = [threading.Thread(target=scrape_in_a_loop, args=(n,), daemon=True)
+                for n in range(24)]  # fmt: skip
     for scraper in scrapers:
         scraper.start()
     try:
@@ -226,3 +233,105 @@ def test_the_connection_cap_stays_within_the_descriptor_limit(
     finally:
         for s in held:
             s.close()
+
+
+def _slow_reader(port: int, source: str) -> socket.socket:
+    """A client from ``source`` that asks for the page and reads almost none of it."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.bind((source, 0))
+    s.settimeout(10)
+    s.connect(("127.0.0.1", port))
+    s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+    return s
+
+
+def _held_from(g: Gunicorn, address: str) -> int:
+    """Connections from ``address`` the master holds open on the metrics port."""
+    return sum(
+        1 for c in psutil.Process(g.master_pid).net_connections(kind="tcp")
+        if c.laddr and c.laddr.port == g.metrics_port and c.raddr and c.raddr.ip == address
+        and c.status == psutil.CONN_ESTABLISHED
+    )  # fmt: skip
+
+
+def _get(port: int, path: str) -> int | str:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    except (OSError, http.client.HTTPException) as exc:
+        return type(exc).__name__
+    finally:
+        connection.close()
+
+
+@pytest.fixture(scope="module")
+def big_page_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gunicorn]:
+    """A page far larger than what the kernel buffers for one connection (~10 MB)."""
+    g = Gunicorn(
+        "testapp:app", "-k", "gthread", "--threads", "8", workers=2,
+        tmp_dir=tmp_path_factory.mktemp("big-page"),
+    ).start()  # fmt: skip
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            statuses = set(pool.map(lambda i: g.request(f"/misroute/r{i}")[0], range(4000)))
+        assert statuses == {200}
+        assert len(g.metrics_text()) > 8_000_000
+        yield g
+    finally:
+        g.stop()
+
+
+def test_slow_readers_from_one_address_leave_room_for_probes_and_scrapes(
+    big_page_server: Gunicorn,
+) -> None:
+    g = big_page_server
+    readers: list[socket.socket] = []
+    try:
+        for _ in range(40):  # more than the 32 connections the endpoint holds
+            readers.append(_slow_reader(g.metrics_port, "127.0.0.2"))
+        time.sleep(1)  # every answer admitted is under way, stuck on a full window
+        # Half of 32: the rest were refused, or cut off while they waited for room.
+        assert _held_from(g, "127.0.0.2") == 16
+        started = time.monotonic()
+        assert _get(g.metrics_port, "/healthz") == 200
+        assert time.monotonic() - started < 2
+        assert _get(g.metrics_port, "/metrics") == 200
+        assert g.request("/") == (200, b"hello")
+    finally:
+        for reader in readers:
+            reader.close()
+
+
+def test_an_answer_read_too_slowly_is_cut_off_after_30_s(big_page_server: Gunicorn) -> None:
+    """Read at 256 KB/s: never stalled long enough for the 10 s write timeout, but 10 MB
+    would take 40 s. The master lets go of it at 30 s, and resets it."""
+    g = big_page_server
+    reader = _slow_reader(g.metrics_port, "127.0.0.3")
+    started = time.monotonic()
+    received, held, let_go = 0, [], None
+    try:
+        while time.monotonic() - started < 45:
+            step = time.monotonic()
+            wanted = received + 64 * 1024
+            while received < wanted:
+                chunk = reader.recv(65536)
+                if not chunk:
+                    raise ConnectionResetError("closed")
+                received += len(chunk)
+            if _held_from(g, "127.0.0.3") == 0:
+                let_go = time.monotonic() - started
+                break
+            held.append(time.monotonic() - started)
+            time.sleep(max(0.0, 0.25 - (time.monotonic() - step)))
+    except (ConnectionResetError, TimeoutError):
+        let_go = time.monotonic() - started
+    finally:
+        reader.close()
+    assert let_go is not None, f"still held after 45 s, {received} bytes in"
+    assert max(held) > 28, f"let go early, after {let_go:.1f} s, {received} bytes in"
+    assert let_go < 32, f"let go after {let_go:.1f} s"
+    assert received < 9_000_000
