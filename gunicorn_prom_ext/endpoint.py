@@ -56,7 +56,10 @@ class MetricsEndpoint:
         self._log = log
         self._retry_interval = retry_interval
         self._on_fault = on_fault
-        self._limits = Limits(settings.max_connections, settings.header_timeout)
+        self._limits = Limits(
+            settings.max_connections, settings.header_timeout,
+            response_timeout=settings.response_timeout,
+        )  # fmt: skip
         # Real threads and sockets, even in a master eventlet has patched (natives.py).
         self._real = real = natives()
         self._expected_basic = _basic_credentials(settings)
@@ -282,10 +285,12 @@ class MetricsEndpoint:
         if not self._limit_logged:
             self._limit_logged = True
             self._log.warning(
-                "metrics endpoint: closed a connection that sent no request within %gs, or "
-                "to stay within %d connections; further ones are counted in "
+                "metrics endpoint: closed a connection that sent no request within %gs, "
+                "did not take its answer within %gs, or to stay within %d connections (%d "
+                "from one client); further ones are counted in "
                 'gunicorn_prom_ext_faults_total{kind="%s"}',
-                self._limits.header_timeout, self._limits.max_connections, kind,
+                self._limits.header_timeout, self._limits.response_timeout,
+                self._limits.max_connections, self._limits.per_address, kind,
             )  # fmt: skip
 
     def _fault(self, kind: str) -> None:

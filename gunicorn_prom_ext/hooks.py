@@ -209,7 +209,7 @@ class PrometheusHooks:
                 # In the master, gunicorn calls worker_exit (not child_exit) for a worker
                 # it drops from its table because a signal to it found no process:
                 # still an exit, or spawns and exits would stay one apart for good.
-                self._master.child_exit(worker)
+                self._master.child_exit(worker, reaped_elsewhere=True)
         except Exception:
             self._faults.hook_failed("hook", worker.log, "worker_exit")
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import os
 import socket
 import ssl
@@ -50,7 +51,8 @@ class Limits:
 
     @property
     def per_address(self) -> int:
-        return max(1, self.max_connections // 2)
+        """Connections one client may hold: half, except where half would be 1."""
+        return self.max_connections if self.max_connections < 4 else self.max_connections // 2
 
 
 @dataclass(eq=False)
@@ -65,10 +67,7 @@ class Connection:
     # still open) until its thread closes it, so a fork meanwhile closes its copy too.
     closing: bool = False
     accepted: float = field(default_factory=time.monotonic)
-
-    @property
-    def host(self) -> object:
-        return self.address[0] if isinstance(self.address, tuple) else self.address
+    client: str = ""  # whose share of the connections it counts in (client_of)
 
     def answering(self) -> None:
         """The request's head is in: from now on it is being answered, within its time."""
@@ -76,6 +75,21 @@ class Connection:
         # done with the head's deadline, which may be about to pass.
         self.deadline = time.monotonic() + self.response_timeout
         self.head_done = True
+
+
+def client_of(address: object) -> str:
+    """Who a connection counts as, for the share one client may hold: its IP address, an
+    IPv6 client by its /64 network (one host often has a whole /64 to pick from)."""
+    host = address[0] if isinstance(address, tuple) and address else address
+    try:
+        ip = ipaddress.ip_address(str(host).partition("%")[0])
+    except ValueError:
+        return str(host)
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:  # a dual-stack socket's IPv4 client
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 # What a connection's thread runs once the connection is accepted (and TLS set up).
@@ -171,7 +185,7 @@ class BoundedServer:
                     limits = self.limits
                     connection = Connection(
                         sock, sock.fileno(), address, time.monotonic() + limits.header_timeout,
-                        limits.response_timeout,
+                        limits.response_timeout, client=client_of(address),
                     )  # fmt: skip
                     admitted = self._admit(connection)
                     if not admitted:  # closed under the lock: a fork never keeps it open
@@ -201,7 +215,7 @@ class BoundedServer:
     def _admit(self, new: Connection) -> bool:
         with self._lock:
             counted = [c for c in self._connections.values() if not c.closing]
-            same_host = [c for c in counted if c.host == new.host]
+            same_host = [c for c in counted if c.client == new.client]
             if len(same_host) >= self.limits.per_address:
                 full: list[Connection] | None = same_host
             elif len(counted) >= self.limits.max_connections:

@@ -140,19 +140,21 @@ class MasterSide:
     def worker_spawning(self, worker: Any) -> None:
         self.state.worker_spawning(worker.age)
 
-    def child_exit(self, worker: Any) -> None:
-        self.state.worker_exited(worker)
+    def child_exit(self, worker: Any, *, reaped_elsewhere: bool = False) -> None:
+        """A worker ended. ``reaped_elsewhere``: other code in the master collected it, and
+        gunicorn found it gone when it next signalled it (its worker_exit path)."""
+        self.state.worker_exited(worker, reaped_elsewhere=reaped_elsewhere)
         self._dead.append(worker.pid)
-        if self._folding:
-            # gunicorn 22 and 23 run child_exit inside their SIGCHLD handler, which can
-            # interrupt a fold under way in this very thread: that fold takes this pid too.
-            return
-        self._folding = True
-        try:
-            while self._dead:
-                self._fold(self._dead.pop(0))
-        finally:
-            self._folding = False
+        # gunicorn 22 and 23 run child_exit inside their SIGCHLD handler, which can
+        # interrupt a fold under way in this very thread: that fold takes this pid too,
+        # and one that lands just after its last look is taken by the outer loop.
+        while self._dead and not self._folding:
+            self._folding = True
+            try:
+                while self._dead:
+                    self._fold(self._dead.pop(0))
+            finally:
+                self._folding = False
 
     def _fold(self, pid: int) -> None:
         directory = self.directory

@@ -177,7 +177,7 @@ class RequestRecorder:
                 route = environ.get(ROUTE_ENVIRON_KEY, "")
                 length = environ.get("CONTENT_LENGTH")
                 if length:
-                    known = SMALL_BODY_SIZES.get(length)
+                    known = SMALL_BODY_SIZES.get(length) if type(length) is str else None
                     size = known if known is not None else body_size(length)
                 if self._queue_key is not None:
                     stamp = environ.get(self._queue_key)

@@ -58,8 +58,10 @@ def exit_reason_in_worker(worker: Any, served: int = 0) -> str:
     return "graceful"
 
 
-def exit_reason_in_master(worker: Any, note: str | None) -> str:
-    if getattr(worker, "aborted", False):
+def exit_reason_in_master(worker: Any, note: str | None, *, reaped_elsewhere: bool = False) -> str:
+    """``reaped_elsewhere``: gunicorn found the process gone when it signalled it, so a
+    timeout's abort (``aborted``) never reached it: its own note, if any, says why it went."""
+    if getattr(worker, "aborted", False) and not reaped_elsewhere:
         return "timeout"
     return note if note is not None else "killed"
 
@@ -123,8 +125,9 @@ class ServerState:
             self.slots.assign(age)
         self.notes.clear(age)
 
-    def worker_exited(self, worker: Any) -> str:
-        reason = exit_reason_in_master(worker, self.notes.read(worker.age))
+    def worker_exited(self, worker: Any, *, reaped_elsewhere: bool = False) -> str:
+        note = self.notes.read(worker.age)
+        reason = exit_reason_in_master(worker, note, reaped_elsewhere=reaped_elsewhere)
         with self.lock:
             self.exits[reason] += 1
             self.slots.release(worker.age)

@@ -34,6 +34,7 @@ class Settings:
     queue_time_header: str = "X-Request-Start"
     max_connections: int = 32
     header_timeout: float = 5.0
+    response_timeout: float = 30.0
     # exporter.auth
     auth_username: str | None = None
     auth_password: str | None = None
@@ -115,11 +116,16 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Request header holding the front proxy's start stamp, for queue time; "
                 "`off` (or an empty string in YAML) disables it."),
     SettingSpec("max_connections", "prometheus.max_connections", "PROMETHEUS_MAX_CONNECTIONS",
-                "int", "Connections the metrics endpoint holds at once; past it, the one "
-                "idle longest is closed.", minimum=1, maximum=10000),
+                "int", "Connections the metrics endpoint holds at once, half of them from "
+                "one client address (from 4 on); past it, the one idle longest is closed.",
+                minimum=1, maximum=10000),
     SettingSpec("header_timeout", "prometheus.header_timeout", "PROMETHEUS_HEADER_TIMEOUT",
                 "seconds", "Seconds a metrics client has to send its request (and finish "
                 "the TLS handshake) before the endpoint closes the connection."),
+    SettingSpec("response_timeout", "prometheus.response_timeout",
+                "PROMETHEUS_RESPONSE_TIMEOUT", "seconds", "Seconds a metrics client has, "
+                "from the end of its request, to receive the whole answer; then the "
+                "endpoint resets the connection."),
     SettingSpec("auth_username", "auth.username", "PROMETHEUS_AUTH_USERNAME", "str",
                 "Basic-auth user name for scrapes (set together with the password)."),
     SettingSpec("auth_password", "auth.password", "PROMETHEUS_AUTH_PASSWORD", "str",

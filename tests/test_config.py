@@ -159,7 +159,7 @@ def test_unknown_key_suggests_the_nearest(tmp_path: Path) -> None:
             source,
             "a key of exporter.prometheus among metrics_port, bind_address, multiproc_dir, "
             "namespace, duration_buckets, body_size_buckets, queue_time_header, "
-            "max_connections, header_timeout",
+            "max_connections, header_timeout, response_timeout",
             "an unknown key",
             "did you mean metrics_port?",
         )
@@ -614,7 +614,7 @@ def test_all_problems_of_one_load_are_reported_together(tmp_path: Path) -> None:
         f"  - exporter.prometheus.metrics_prot (file {path}): expected a key of "
         "exporter.prometheus among metrics_port, bind_address, multiproc_dir, namespace, "
         "duration_buckets, body_size_buckets, queue_time_header, max_connections, "
-        "header_timeout, got an unknown key; did you mean metrics_port?\n"
+        "header_timeout, response_timeout, got an unknown key; did you mean metrics_port?\n"
         "  - REDIS_PORT (environment): expected an integer from 1 to 65535, got a string 'abc'"
     )
     assert isinstance(info.value, RuntimeError)
@@ -628,7 +628,7 @@ def test_reference_table_has_one_row_per_setting() -> None:
         "| `exporter.prometheus.metrics_port` | `PROMETHEUS_METRICS_PORT` | `9091` "
         "| TCP port of the metrics endpoint. |"
     )
-    assert lines[12] == (
+    assert lines[13] == (
         "| `exporter.auth.password` | `PROMETHEUS_AUTH_PASSWORD` | unset "
         "| Basic-auth password for scrapes. Secret. |"
     )

@@ -91,6 +91,24 @@ def test_hostile_routes_are_bounded_and_never_break_the_page(
     }
 
 
+def test_odd_content_lengths_left_by_the_app_keep_the_status(
+    gunicorn_factory: GunicornFactory,
+) -> None:
+    g = gunicorn_factory("testapp:app").start()
+    for kind in ("list", "bytes", "int", "arabic", "huge"):
+        assert g.request(f"/mangle-length/{kind}") == (200, b"mangled")
+
+    def all_counted() -> Samples | None:
+        m = g.metrics()
+        return m if sum(_by_labels(m, f"{HISTOGRAMS[0]}_count").values()) == 5 else None
+
+    m = g.wait_for(all_counted)
+    for histogram in HISTOGRAMS:
+        assert _by_labels(m, f"{histogram}_count") == {("GET", "", "200"): 5.0}
+    assert _by_labels(m, f"{HISTOGRAMS[1]}_sum") == {("GET", "", "200"): 5.0}  # the int only
+    assert g.value("gunicorn_prom_ext_faults_total", kind="request") == 0.0
+
+
 def test_label_set_cap_holds_per_worker_across_threads(
     gunicorn_factory: GunicornFactory,
 ) -> None:

@@ -73,6 +73,12 @@ def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
                                       "none": None, "list": ["/a"]}  # fmt: skip
         environ[ROUTE_KEY] = hostile.get(parts[1], path)
         return _text(start_response, 200, b"misrouted")
+    if len(parts) == 2 and parts[0] == "mangle-length":
+        # An app (or middleware) leaving something odd in CONTENT_LENGTH.
+        lengths: dict[str, object] = {"list": ["5"], "bytes": b"5", "int": 5,
+                                      "arabic": "\u0665", "huge": "9" * 400}  # fmt: skip
+        environ["CONTENT_LENGTH"] = lengths[parts[1]]
+        return _text(start_response, 200, b"mangled")
     if path == "/echo":
         length = int(environ.get("CONTENT_LENGTH") or 0)
         data: bytes = environ["wsgi.input"].read(length) if length > 0 else b""
