@@ -82,6 +82,21 @@ def require_module(name: str) -> object:
         pytest.skip(msg)
 
 
+def status_of(port: int, path: str) -> int | str:
+    """GET ``path`` on a loopback port: the status the client got, or the name of the
+    error it met instead."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    except (OSError, http.client.HTTPException) as exc:
+        return type(exc).__name__
+    finally:
+        connection.close()
+
+
 def wait_for(
     predicate: Callable[[], T | None],
     timeout: float = 15.0,

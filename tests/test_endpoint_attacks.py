@@ -24,7 +24,7 @@ from pathlib import Path
 import psutil
 import pytest
 import trustme
-from harness import Gunicorn
+from harness import Gunicorn, status_of
 
 pytestmark = pytest.mark.slow
 GunicornFactory = Callable[..., Gunicorn]
@@ -255,19 +255,6 @@ def _held_from(g: Gunicorn, address: str) -> int:
     )  # fmt: skip
 
 
-def _get(port: int, path: str) -> int | str:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        response.read()
-        return response.status
-    except (OSError, http.client.HTTPException) as exc:
-        return type(exc).__name__
-    finally:
-        connection.close()
-
-
 @pytest.fixture(scope="module")
 def big_page_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gunicorn]:
     """A page far larger than what the kernel buffers for one connection (~10 MB), and
@@ -298,9 +285,9 @@ def test_slow_readers_from_one_address_leave_room_for_probes_and_scrapes(
         # Half of 32: the rest were refused, or cut off while they waited for room.
         assert _held_from(g, "127.0.0.2") == 16
         started = time.monotonic()
-        assert _get(g.metrics_port, "/healthz") == 200
+        assert status_of(g.metrics_port, "/healthz") == 200
         assert time.monotonic() - started < 2
-        assert _get(g.metrics_port, "/metrics") == 200
+        assert status_of(g.metrics_port, "/metrics") == 200
         assert g.request("/") == (200, b"hello")
     finally:
         for reader in readers:

@@ -8,33 +8,18 @@ the WSGI one: the status counts once a body message went out; before that, 500.
 
 from __future__ import annotations
 
-import http.client
 import socket
 import time
 from collections.abc import Callable
 
 import pytest
-from harness import Gunicorn
+from harness import Gunicorn, status_of
 from smoke_cases import installed_gunicorn
 
 pytestmark = pytest.mark.slow
 GunicornFactory = Callable[..., Gunicorn]
 COUNT = "http_server_request_duration_seconds_count"
 WORKERS = {"asgi": "asgi", "uvicorn-worker": "uvicorn_worker.UvicornWorker"}
-
-
-def _get(g: Gunicorn, path: str) -> object:
-    """The status the client got, or the name of the error it met instead."""
-    connection = http.client.HTTPConnection("127.0.0.1", g.app_port, timeout=10)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        response.read()
-        return response.status
-    except (OSError, http.client.HTTPException) as exc:
-        return type(exc).__name__
-    finally:
-        connection.close()
 
 
 def _count(g: Gunicorn, status: str) -> float:
@@ -64,10 +49,10 @@ def test_asgi_failures_and_disconnects_are_counted_as_the_client_saw_them(
         pytest.skip("gunicorn's asgi worker came with gunicorn 24")
     g = gunicorn_factory("hostile_asgi:app", "-k", WORKERS[worker]).start()
     for path, (on_asgi, on_uvicorn, _) in CASES.items():
-        assert _get(g, path) == (on_asgi if worker == "asgi" else on_uvicorn), path
+        assert status_of(g.app_port, path) == (on_asgi if worker == "asgi" else on_uvicorn), path
     # A body that is not bytes: gunicorn sends it anyway, uvicorn refuses it (the app's
     # send raises, no body went out). The middleware never raises into the app itself.
-    assert _get(g, "/bad-body") == (200 if worker == "asgi" else "IncompleteRead")
+    assert status_of(g.app_port, "/bad-body") == (200 if worker == "asgi" else "IncompleteRead")
     # A client that leaves in the middle of a streamed body, and one that pipelines.
     with socket.create_connection(("127.0.0.1", g.app_port), timeout=10) as s:
         s.sendall(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
