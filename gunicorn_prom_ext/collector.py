@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import socket
 import struct
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +19,7 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
+from gunicorn_prom_ext.natives import natives
 from gunicorn_prom_ext.server import EXIT_REASONS, ServerState
 from gunicorn_prom_ext.worker_classes import class_names
 
@@ -68,7 +68,8 @@ class ServerCollector(Collector):
         self._prefix = f"{namespace}_" if namespace else ""
         # slot -> (age of its worker, that worker's last CPU sample, CPU of its predecessors)
         self._cpu: dict[int, tuple[int, float, float]] = {}
-        self._cpu_lock = threading.Lock()  # scrapes run in parallel threads
+        # Scrapes run in parallel (real) threads: a real lock (natives.py).
+        self._cpu_lock = natives().threading.Lock()
 
     def collect(self) -> Iterator[Metric]:
         p = self._prefix

@@ -8,10 +8,10 @@ happens at a given place, so a fault that repeats on every request cannot flood 
 from __future__ import annotations
 
 import os
-import threading
 from typing import Any
 
 from gunicorn_prom_ext.log import Log
+from gunicorn_prom_ext.natives import natives
 from gunicorn_prom_ext.storage.files import Counters, metric_file_path
 
 FAULTS_METRIC = "gunicorn_prom_ext_faults"
@@ -41,7 +41,9 @@ class Faults:
     def __init__(self, counters: Counters | None = None) -> None:
         self.counters = counters
         self._logged: set[tuple[str, str]] = set()
-        self._lock = threading.RLock()  # a signal handler may count a fault in the holder
+        # Reentrant: a signal handler may count a fault in the holder. Real, not green:
+        # the master's endpoint threads count faults too (natives.py).
+        self._lock = natives().threading.RLock()
 
     def publish_kinds(self) -> None:
         """Every kind at 0, so the first fault of a kind is an increase Prometheus sees."""

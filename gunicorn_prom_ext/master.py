@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import atexit
 import os
-import threading
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from gunicorn_prom_ext.faults import Faults, fault_counters
 from gunicorn_prom_ext.log import Log
+from gunicorn_prom_ext.natives import natives
 from gunicorn_prom_ext.server import ServerState
 from gunicorn_prom_ext.settings import ConfigError, Problem, Settings
 from gunicorn_prom_ext.sources import ResolvedSettings
@@ -73,7 +73,9 @@ class MasterSide:
         self.faults.publish_kinds()
         self._archive = Archive(directory.path, os.getpid(), self.bad_file)
         # Scrapes (threads) and child_exit (main loop, or a signal handler in it: RLock).
-        self._storage_lock = threading.RLock()
+        # Real locks even in a master eventlet patched (natives.py): a green one, shared
+        # with the endpoint's real threads, breaks eventlet's hub when they contend.
+        self._storage_lock = natives().threading.RLock()
         self._dead: list[int] = []  # pids of exited workers still to fold
         self._folding = False
         fold_leftovers(directory.path, self._archive, self._fold_lock)

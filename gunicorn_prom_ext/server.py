@@ -1,3 +1,4 @@
+
 """What the master knows about its workers: slots, spawns, exits by reason, reloads.
 
 Hooks in the master's main loop update a ServerState; the endpoint's thread reads a
@@ -12,6 +13,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from gunicorn_prom_ext.natives import natives
 
 EXIT_REASONS = ("graceful", "max_requests", "timeout", "killed", "error")
 _NOTE_CODES = {"graceful": 1, "max_requests": 2, "error": 3}
@@ -117,7 +120,8 @@ class ServerState:
     notes: ExitNotes = field(default_factory=ExitNotes)
     # Hooks run in the master's main thread, scrapes in the endpoint's thread. Reentrant:
     # gunicorn 22 and 23 run child_exit in a signal handler, maybe while pre_fork holds it.
-    lock: threading.RLock = field(default_factory=threading.RLock)
+    # Real, not green, even in a master eventlet patched: scrapes take it from real threads.
+    lock: threading.RLock = field(default_factory=lambda: natives().threading.RLock())
 
     def worker_spawning(self, age: int) -> None:
         with self.lock:

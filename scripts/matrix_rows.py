@@ -36,6 +36,7 @@ CORE_E2E = ("tests/test_request_metrics.py", "tests/test_lifecycle.py", "tests/t
 # but gunicorn and eventlet, for the rows that install no other worker package.
 WORKER_EDGES = "tests/test_worker_classes.py"
 EVENTLET_EDGES = (f"{WORKER_EDGES}::test_metrics_over_tls_from_an_eventlet_master",
+                  f"{WORKER_EDGES}::test_scrapes_and_worker_exits_at_once_in_an_eventlet_master",
                   f"{WORKER_EDGES}::test_capacity_of_a_projects_worker_subclass",
                   f"{WORKER_EDGES}::test_gunicorns_asgi_worker_records_a_partial")  # fmt: skip
 ALL_NEWEST = ("sync", "gthread", "gevent", "gevent-early", "gevent-pywsgi", "tornado", "asgi",

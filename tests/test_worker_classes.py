@@ -17,6 +17,8 @@ import os
 import signal
 import ssl
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -208,6 +210,49 @@ def test_tornado_capacity_is_one_request_per_worker(gunicorn_factory: GunicornFa
 
 
 # -- eventlet ------------------------------------------------------------------------------------
+
+
+def test_scrapes_and_worker_exits_at_once_in_an_eventlet_master(
+    gunicorn_factory: GunicornFactory,
+) -> None:
+    """gunicorn 24 and 25 patch eventlet into the master: a lock made there was a green
+    one, and when a scrape thread and the main loop (a worker's exit) wanted it at once,
+    eventlet's hub died ("Cannot switch to a different thread") and scrapes hung."""
+    if not BY_ID["eventlet"].exists_in(installed_gunicorn()):
+        pytest.skip("this gunicorn has no eventlet worker")
+    require_module("eventlet")
+    g = gunicorn_factory("smoke_wsgi:app", *FAST, "-k", "eventlet", workers=2).start()
+    stop = threading.Event()
+    failures: list[object] = []
+
+    def scrape() -> None:
+        while not stop.is_set():
+            try:
+                status = g.metrics_response(timeout=5)[0]
+                if status != 200:
+                    failures.append(status)
+            except Exception as exc:  # a timeout, above all
+                failures.append(repr(exc))
+
+    scrapers = [threading.Thread(target=scrape, daemon=True) for _ in range(4)]
+    for scraper in scrapers:
+        scraper.start()
+    kills = 0
+    try:
+        for _ in range(25):
+            pids = g.wait_for(lambda: (lambda p: p if len(p) == 2 else None)(g.worker_pids()))
+            victim = pids[0]
+            os.kill(victim, signal.SIGKILL)
+            kills += 1
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        for scraper in scrapers:
+            scraper.join(10)
+    assert failures == []
+    assert "greenlet.error" not in g.log_text()
+    assert g.wait_for(lambda: g.value("gunicorn_worker_exits_total", reason="killed") == kills)
+    assert g.request("/items/1") == (200, b"item 1")
 
 
 def test_metrics_over_tls_from_an_eventlet_master(

@@ -1,3 +1,4 @@
+
 """Write prometheus_client's multiprocess file format, so its collector reads our series.
 
 prometheus_client's own writer takes a process-wide lock and checks the pid on every
@@ -28,6 +29,8 @@ import struct
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
+
+from gunicorn_prom_ext.natives import natives
 
 _INITIAL_SIZE = 1 << 16
 # Past this size a file grows in steps of this much instead of doubling, and a full disk
@@ -317,7 +320,9 @@ class Counters:
         self._file: MetricFile | None = None
         self._totals: dict[tuple[str, ...], float] = {}
         self._positions: dict[tuple[str, ...], int] = {}
-        self._lock = threading.RLock()  # a signal handler may count a fault in the holder
+        # Reentrant: a signal handler may count a fault in the holder. Real, not green:
+        # the master's endpoint threads count faults too (natives.py).
+        self._lock = natives().threading.RLock()
         self._fresh = False  # the next file is created anew, never adopted from the path
         self.pending = False  # totals not yet in the file
 
